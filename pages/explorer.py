@@ -1,0 +1,16 @@
+"""Share price explorer."""
+
+import streamlit as st
+
+from shareprice import ui
+
+st.title("Share price explorer")
+
+with ui.database_guard():
+    engine = ui.engine()
+    with engine.connect() as conn:
+        epochs = conn.exec_driver_sql("SELECT count(*) FROM epochs").scalar_one()
+    if epochs == 0:
+        ui.empty_state()
+    else:
+        st.write(f"{epochs:,} raw epochs stored.")

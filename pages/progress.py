@@ -1,0 +1,16 @@
+"""Migration progress."""
+
+import streamlit as st
+
+from shareprice import ui
+
+st.title("Migration progress")
+
+with ui.database_guard():
+    engine = ui.engine()
+    with engine.connect() as conn:
+        epochs = conn.exec_driver_sql("SELECT count(*) FROM epochs").scalar_one()
+    if epochs == 0:
+        ui.empty_state()
+    else:
+        st.write(f"{epochs:,} raw epochs stored.")

@@ -1,0 +1,3 @@
+from shareprice.cli import main
+
+main()

@@ -1,0 +1,101 @@
+"""Schema migrations: `sql/NNN_name.sql` files applied in order, each once, with a checksum.
+
+Each file runs in its own transaction together with its `schema_migrations` row, so a failed
+migration leaves nothing half-applied. An applied file whose text changed afterwards is refused:
+the fix for a shipped migration is a new migration, never an edit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+# Serializes concurrent `migrate` calls (two test workers, make run + CLI) on one database.
+_MIGRATION_LOCK_KEY = 0x5E4E_0001
+
+_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    checksum    TEXT NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+    found: list[Migration] = []
+    for path in sorted(sql_dir.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"{path.name}: migration files are named NNN_lower_snake.sql")
+        found.append(Migration(int(match.group(1)), path.name, path, path.read_text()))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migration files share a number in {sql_dir}")
+    return found
+
+
+def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Apply pending migrations; return the names applied (empty when up to date)."""
+    migrations = discover(sql_dir)
+    applied_now: list[str] = []
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        conn.execute(text(_CREATE_TABLE))
+    for migration in migrations:
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            row = conn.execute(
+                text("SELECT name, checksum FROM schema_migrations WHERE version = :v"),
+                {"v": migration.version},
+            ).one_or_none()
+            if row is not None:
+                if row.checksum != migration.checksum:
+                    raise MigrationError(
+                        f"{migration.name} was applied (as {row.name}) and has been edited since: "
+                        "its checksum no longer matches schema_migrations. Revert the edit and "
+                        "put the change in a new migration file."
+                    )
+                continue
+            # exec_driver_sql: the file may hold many statements and dollar-quoted bodies.
+            conn.exec_driver_sql(migration.sql)
+            conn.execute(
+                text("INSERT INTO schema_migrations (version, name, checksum) VALUES (:v, :n, :c)"),
+                {"v": migration.version, "n": migration.name, "c": migration.checksum},
+            )
+            applied_now.append(migration.name)
+    return applied_now
+
+
+def applied(engine: Engine) -> list[tuple[int, str]]:
+    with engine.connect() as conn:
+        exists = conn.execute(text("SELECT to_regclass('schema_migrations') IS NOT NULL")).scalar()
+        if not exists:
+            return []
+        rows = conn.execute(text("SELECT version, name FROM schema_migrations ORDER BY version"))
+        return [(r.version, r.name) for r in rows]

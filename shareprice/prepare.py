@@ -1,0 +1,43 @@
+"""What `make run` does before starting Streamlit: a database that is up, migrated and not empty.
+
+Every step is idempotent and cheap when already done, so a second `make run` is up in seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy.engine import Engine
+
+from shareprice import migrate
+
+
+def epoch_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM epochs").scalar_one())
+
+
+def prepare(engine: Engine, echo: Callable[[str], None] = print, demo: bool = True) -> None:
+    applied = migrate.migrate(engine)
+    echo(f"schema: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
+    if demo and epoch_count(engine) == 0:
+        load_demo = _demo_loader()
+        if load_demo is None:
+            echo(
+                "no epochs yet, and no demo generator in this build: the dashboard will say how to import data"
+            )
+        else:
+            load_demo(engine, echo)
+    backfill = _backfiller()
+    if backfill is not None:
+        backfill(engine, echo)
+
+
+def _demo_loader() -> Callable[[Engine, Callable[[str], None]], None] | None:
+    """The demo data step, once the generator exists (raw-data issue)."""
+    return None
+
+
+def _backfiller() -> Callable[[Engine, Callable[[str], None]], None] | None:
+    """The incremental backfill step, once it exists (backfill issue)."""
+    return None

