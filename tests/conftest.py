@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,6 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data" / "autonomys"
 TEMPLATE_DB = "shareprice_template"
 _counter = itertools.count()
+
+#: Tests connect as this role with a password made fresh for each session, so every URL a test
+#: hands to the CLI, Streamlit or a log carries a real secret. The session fails if that secret
+#: shows up in anything pytest captured (see pytest_sessionfinish below) or in the repository.
+TEST_ROLE = "shareprice_test"
+TEST_PASSWORD = "tpw-" + secrets.token_urlsafe(18)
+_captured_leaks: list[str] = []
 
 
 def _admin_exec(admin_url: URL, sql: str) -> None:
@@ -53,8 +61,18 @@ def pg_admin_url(pg_data_dir: Path) -> Iterator[URL]:
         yield config.normalize_url(external)
         return
     os.environ[config.DATA_DIR_VAR] = str(pg_data_dir)
-    url = db.embedded_up(pg_data_dir)
-    yield make_url(url)
+    superuser_url = make_url(db.embedded_up(pg_data_dir))
+    # psycopg.sql.Literal quotes the password client-side: DDL cannot take bound parameters.
+    from psycopg import sql
+
+    statement = sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+        sql.Identifier(TEST_ROLE), sql.Literal(TEST_PASSWORD)
+    )
+    engine = sa.create_engine(superuser_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(statement.as_string(conn.connection.driver_connection))
+    engine.dispose()
+    yield superuser_url.set(username=TEST_ROLE, password=TEST_PASSWORD)
     db.dispose_engines()
     db.embedded_down(pg_data_dir)
 
@@ -111,3 +129,22 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real samples not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember every test whose captured output or failure text contains the test password."""
+    texts = [content for _, content in report.sections]
+    if report.longrepr is not None:
+        texts.append(str(report.longrepr))
+    if any(TEST_PASSWORD in text for text in texts):
+        _captured_leaks.append(f"{report.nodeid} ({report.when})")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _captured_leaks:
+        print(
+            "\nThe test database password leaked into captured output of:",
+            *_captured_leaks,
+            sep="\n  ",
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
