@@ -5,6 +5,8 @@ Only navigation lives here; each page is a thin file in pages/.
 
 import streamlit as st
 
+from shareprice import ui
+
 st.set_page_config(page_title="shareprice", page_icon="📈", layout="wide")
 
 navigation = st.navigation(
@@ -15,4 +17,5 @@ navigation = st.navigation(
         st.Page("pages/timings.py", title="v1 vs v2 timings", icon="⏱️"),
     ]
 )
+ui.connection_notice()
 navigation.run()

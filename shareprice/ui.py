@@ -46,6 +46,18 @@ def using_readonly_role() -> bool:
     return config.readonly_url() is not None
 
 
+def connection_notice() -> None:
+    """Say in the sidebar which connection the dashboard uses, without the password."""
+    if using_readonly_role():
+        st.sidebar.caption(f"🔒 Read-only connection: `{masked_url()}`")
+    else:
+        st.sidebar.warning(
+            "Using the main (read-write) database URL. Set `SHAREPRICE_READONLY_URL` to a "
+            "`shareprice_reader` URL (`shareprice db roles`) so the dashboard cannot write.",
+            icon="🔓",
+        )
+
+
 def masked_url() -> str:
     try:
         return config.mask_url(engine().url)

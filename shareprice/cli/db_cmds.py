@@ -65,6 +65,57 @@ def db_url(reveal: bool) -> None:
     click.echo(rendered if reveal else config.mask_url(rendered))
 
 
+@db_group.command("roles")
+@url_option
+@click.option(
+    "--reader-password-env",
+    metavar="VAR",
+    help="Set shareprice_reader's password from this environment variable (never from argv).",
+)
+@click.option(
+    "--writer-password-env",
+    metavar="VAR",
+    help="Set shareprice_writer's password from this environment variable.",
+)
+@friendly_errors
+def db_roles(
+    url: str | None, reader_password_env: str | None, writer_password_env: str | None
+) -> None:
+    """Create the read-only dashboard role and the import/backfill role (idempotent)."""
+    import os
+
+    from shareprice import roles
+
+    def password(var: str | None) -> str | None:
+        if var is None:
+            return None
+        value = os.environ.get(var)
+        if not value:
+            raise click.ClickException(f"environment variable {var} is empty or not set")
+        return value
+
+    engine = engine_for(url)
+    results = roles.ensure_roles(
+        engine, password(reader_password_env), password(writer_password_env)
+    )
+    for result in results:
+        state = "created" if result.created else "exists, grants refreshed"
+        pw = "password set" if result.password_set else "password unchanged"
+        click.echo(f"{result.name}: {state}; {pw}")
+    reader_url = engine.url.set(
+        username=roles.READER, password="***" if reader_password_env else None
+    )
+    writer_url = engine.url.set(
+        username=roles.WRITER, password="***" if writer_password_env else None
+    )
+    click.echo("")
+    click.echo("Use them:")
+    click.echo(f"  dashboard (read-only):  SHAREPRICE_READONLY_URL='{config.mask_url(reader_url)}'")
+    click.echo(f"  import / backfill:      SHAREPRICE_DATABASE_URL='{config.mask_url(writer_url)}'")
+    click.echo("  migrations, view swaps and restores keep using the owner's URL.")
+    click.echo("  (replace *** by the password; or put the URLs in .streamlit/secrets.toml)")
+
+
 @click.command("migrate")
 @url_option
 @friendly_errors
