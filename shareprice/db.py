@@ -63,6 +63,10 @@ def embedded_up(data_dir: Path | None = None) -> str:
     pgdata = (data_dir or config.data_dir()).resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = pgs.get_server(pgdata, cleanup_mode=None)
+    if not embedded_status(pgdata).running:
+        # get_server() hands back its cached handle without starting anything when this process
+        # met the data dir before (e.g. the server was stopped under us): start it explicitly.
+        server.start()
     return server.get_uri(driver="psycopg")
 
 
