@@ -1,16 +1,90 @@
-"""Migration progress."""
+"""Migration progress: how far the backfill has got, refreshed live while it runs."""
 
 import streamlit as st
 
-from shareprice import ui
+from shareprice import progress, ui
+
+REFRESH_SECONDS = 2
 
 st.title("Migration progress")
+st.caption(
+    "Raw epochs (`epochs`) against what `shareprice backfill` has normalized. Cheap queries only: "
+    "the backfill in another process is not slowed by this page. Same summary in a terminal: "
+    "`shareprice progress`."
+)
+live = st.toggle(f"Refresh every {REFRESH_SECONDS} s", value=True)
 
-with ui.database_guard():
-    engine = ui.engine()
-    with engine.connect() as conn:
-        epochs = conn.exec_driver_sql("SELECT count(*) FROM epochs").scalar_one()
-    if epochs == 0:
+
+@st.fragment(run_every=REFRESH_SECONDS if live else None)
+def show_progress() -> None:
+    with ui.database_guard():
+        summary = progress.summarize(ui.engine())
+    if summary.raw_epochs == 0 and not summary.past_runs:
         ui.empty_state()
+        return
+
+    total, done, pct, latest = st.columns(4)
+    total.metric("Raw epochs", f"{summary.raw_epochs:,}")
+    done.metric("Normalized epochs", f"{summary.normalized_epochs:,}")
+    pct.metric("Normalized", f"{summary.percent:.1f}%")
+    latest.metric(
+        "Latest normalized epoch",
+        "-" if summary.latest_normalized_epoch is None else f"{summary.latest_normalized_epoch}",
+    )
+    st.progress(
+        min(summary.percent / 100.0, 1.0),
+        text=f"{summary.normalized_epochs:,} of {summary.raw_epochs:,} raw epochs normalized "
+        f"({summary.percent:.1f}%)",
+    )
+
+    st.subheader("Current run")
+    run = summary.current_run
+    if run is None:
+        st.info("No backfill has run yet: `shareprice backfill` normalizes the raw epochs.")
     else:
-        st.write(f"{epochs:,} raw epochs stored.")
+        line = progress.run_line(run)
+        if run.effective_status == "running":
+            st.info(line, icon="⏳")
+        elif run.effective_status == "succeeded":
+            st.success(line, icon="✅")
+        elif run.effective_status == "interrupted":
+            st.warning(
+                f"{line}. Interrupted: the process stopped without finishing; "
+                "`shareprice backfill` resumes where it stopped.",
+                icon="⚠️",
+            )
+        else:
+            st.error(f"{line}. {run.error or ''}", icon="❌")
+        rate, rows_rate, eta, beat = st.columns(4)
+        rate.metric("Epochs/s", f"{run.epochs_per_s:.1f}" if run.epochs_per_s else "-")
+        rows_rate.metric("Rows/s", f"{run.rows_per_s:,.0f}" if run.rows_per_s else "-")
+        eta.metric("ETA", progress.format_duration(run.eta_s))
+        beat.metric("Heartbeat age", progress.format_duration(run.heartbeat_age_s))
+
+    st.subheader("Coverage")
+    st.caption(
+        "Raw epochs by state: normalized (current revision), stale (raw document changed since), "
+        "failed, pending. Gaps show as non-green stripes. Not normalized: "
+        + progress.format_ranges(summary.missing_ranges)
+    )
+    if summary.coverage:
+        st.plotly_chart(progress.coverage_figure(summary), width="stretch")
+
+    st.subheader("Rows per table")
+    st.dataframe(progress.tables_table(summary.tables), hide_index=True)
+
+    st.subheader("Failed epochs")
+    if summary.failures:
+        st.dataframe(progress.failures_table(summary.failures), hide_index=True)
+    else:
+        st.write("None: every epoch a run tried was normalized.")
+
+    st.subheader("Runs")
+    st.dataframe(progress.runs_table(summary.past_runs), hide_index=True)
+
+    for note in summary.notes:
+        st.caption(f"Note: {note}.")
+    st.caption(f"Gathered in {summary.query_ms:.0f} ms.")
+
+
+show_progress()
