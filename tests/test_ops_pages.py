@@ -8,6 +8,8 @@ from pathlib import Path
 from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
+from shareprice import checks
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,3 +58,24 @@ def test_progress_page_shows_percent_coverage_and_interrupted_run(engine):
     assert "Not normalized: 3, 7" in _texts(at)
     assert any("Interrupted" in w.value for w in at.warning)
     assert len(at.get("plotly_chart")) == 1
+
+
+def test_integrity_page_runs_checks_and_records_history(engine, shared_data):
+    from test_checks import _load_real_samples, _normalize
+
+    _load_real_samples(engine, shared_data)
+    _normalize(engine)
+    at = _page("integrity.py").run()
+    assert not at.exception, at.exception
+    assert any("No checks have run yet" in i.value for i in at.info)
+
+    at.button[0].click().run()  # the form's "Run checks"
+    assert not at.exception, at.exception
+    assert any("Recorded as integrity run" in s.value for s in at.success)
+    table = at.dataframe[0].value
+    assert list(table["check"]) == checks.check_names()
+    assert set(table["status"]) == {"✅ pass"}
+    # History now has the run; a fresh session shows it as the latest recorded run.
+    again = _page("integrity.py").run()
+    assert not again.exception, again.exception
+    assert any("Latest recorded run" in s.value for s in again.subheader)
