@@ -108,24 +108,24 @@ def decode_decimal(raw: object) -> int:
 
 
 def decode_grouped(raw: object) -> int:
-    """A non-negative integer as polkadot.js `toHuman()` writes it: '1,234,567' (or '12')."""
+    """A non-negative integer as polkadot.js `toHuman()` writes it: '1,234,567' (or '12').
+
+    Strict by round trip: with commas, only the canonical grouping of the number is accepted,
+    which rejects misplaced commas, leading zeros, signs, '_', whitespace and non-ASCII digits in
+    one compare. Plain digits without commas are accepted too (unambiguous).
+    """
     if type(raw) is str:
-        if "," in raw:
-            head, _, rest = raw.partition(",")
-            digits = head + rest.replace(",", "")
-            # Every group after the first has exactly 3 digits: len(rest) == 4 * groups - 1.
-            groups = rest.count(",") + 1
-            if (
-                not 1 <= len(head) <= 3
-                or len(rest) != 4 * groups - 1
-                or rest[3::4] != "," * (groups - 1)
-            ):
+        if "," not in raw:  # below 1,000, or written without grouping: plain digits
+            if not raw or not raw.isascii() or not raw.isdigit():
                 raise ValueError(f"bad comma-grouped number {_show(raw)}")
-        else:
-            digits = raw
-        if not digits or not digits.isascii() or not digits.isdigit():
+            return _check_u128(int(raw), raw)
+        try:
+            value = int(raw.replace(",", ""))
+        except ValueError:
+            raise ValueError(f"bad comma-grouped number {_show(raw)}") from None
+        if value < 0 or f"{value:,}" != raw:
             raise ValueError(f"bad comma-grouped number {_show(raw)}")
-        return _check_u128(int(digits), raw)
+        return _check_u128(value, raw)
     if type(raw) is int:
         if raw < 0:
             raise ValueError(f"negative number {raw}")
