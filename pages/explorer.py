@@ -1,16 +1,179 @@
-"""Share price explorer."""
+"""Share price explorer: operators' share prices, stake and rewards over epochs.
+
+The page state (operators, range, mode, scale, unit, band) lives in the URL, so a view can be
+shared and reloaded. Every query goes through `shareprice.queries` via `ui.cached_query`, keyed
+on the request and the data version: a new backfill batch shows on the next rerun.
+"""
+
+import time
 
 import streamlit as st
 
-from shareprice import ui
+from shareprice import charts, explorer, queries, ui
 
+started = time.perf_counter()
 st.title("Share price explorer")
 
-with ui.database_guard():
-    engine = ui.engine()
-    with engine.connect() as conn:
-        epochs = conn.exec_driver_sql("SELECT count(*) FROM epochs").scalar_one()
-    if epochs == 0:
+with ui.page_guard():
+    info = queries.summary(ui.engine())  # fresh every run: it carries the data version
+    if info.empty:
         ui.empty_state()
-    else:
-        st.write(f"{epochs:,} raw epochs stored.")
+        st.stop()
+    if info.normalized_epochs == 0 or info.operators == 0 or info.first_epoch is None:
+        st.info(
+            f"{info.raw_epochs:,} raw epochs are stored, but none is normalized yet. "
+            "Run `shareprice backfill` (the *Migration progress* page follows it).",
+            icon="⏳",
+        )
+        st.stop()
+    version = info.data_version
+    operators = ui.cached_query("operators", version)
+    first, last = info.first_epoch, info.last_epoch
+    styles = charts.styles_from(operators)
+    labels = explorer.operator_labels(operators)
+    defaults = explorer.default_operators(operators)
+
+    # --- state: from the link on a session's first run, from the widgets afterwards ---------
+    if "ex_ops" not in st.session_state:
+        state, notices = explorer.state_from_query(
+            st.query_params.to_dict(),
+            known_operators=labels,
+            default_ops=defaults,
+            first_epoch=first,
+            last_epoch=last,
+        )
+        st.session_state.update(explorer.widget_values(state, first, last))
+        for notice in notices:
+            st.toast(notice, icon="🔗")
+            st.warning(notice, icon="🔗")
+    if st.session_state.ex_preset is not None:  # a preset follows new epochs as they land
+        st.session_state.ex_range = explorer.preset_window(st.session_state.ex_preset, first, last)
+
+    def _choose(ids: tuple[int, ...]) -> None:
+        st.session_state.ex_ops = list(ids)
+
+    def _preset_changed() -> None:
+        if st.session_state.ex_preset is not None:
+            st.session_state.ex_range = explorer.preset_window(
+                st.session_state.ex_preset, first, last
+            )
+
+    def _range_changed() -> None:
+        st.session_state.ex_preset = None
+
+    # --- widgets ------------------------------------------------------------------------------
+    with st.sidebar:
+        st.subheader("Operators")
+        statuses = st.multiselect(
+            "Status",
+            explorer.statuses(operators),
+            key="ex_status",
+            help="Limit the operator list to these statuses.",
+        )
+        st.multiselect(
+            f"Operators ({len(labels):,})",
+            explorer.operator_options(operators, statuses, st.session_state.ex_ops),
+            key="ex_ops",
+            format_func=labels.get,
+            max_selections=explorer.MAX_SELECTED,
+            placeholder="Search by id or name",
+        )
+        left, right = st.columns(2)
+        left.button(f"Largest {len(defaults)}", on_click=_choose, args=(defaults,), width="stretch")
+        right.button("Clear", on_click=_choose, args=((),), width="stretch")
+        st.subheader("Display")
+        st.radio("Share price", list(charts.MODES), format_func=charts.MODES.get, key="ex_mode")
+        st.radio(
+            "Axis",
+            list(charts.SCALES),
+            format_func=charts.SCALES.get,
+            key="ex_scale",
+            horizontal=True,
+            disabled=st.session_state.ex_mode == "bps",
+            help="A log axis cannot show changes per epoch (0 or negative).",
+        )
+        st.radio("Unit", list(charts.UNITS), key="ex_unit", horizontal=True)
+        st.toggle(
+            "All-operators band",
+            key="ex_band",
+            help="Percentiles (5/25/50/75/95) of every operator's price per epoch, drawn behind "
+            "the selected operators (absolute mode).",
+        )
+        ui.connection_notice()
+
+    presets, slider = st.columns([2, 5], vertical_alignment="bottom")
+    presets.segmented_control(
+        "Range (epochs)",
+        list(explorer.RANGE_PRESETS),
+        format_func=explorer.PRESET_LABELS.get,
+        key="ex_preset",
+        on_change=_preset_changed,
+    )
+    if last > first:
+        slider.slider("Epochs", first, last, key="ex_range", on_change=_range_changed)
+
+    state = explorer.state_from_widgets(st.session_state)
+    st.query_params.from_dict(explorer.to_query(state))
+
+    # --- data ---------------------------------------------------------------------------------
+    if not state.operators:
+        st.info("Pick operators in the sidebar (search by id or name), or press *Largest*.")
+    request = explorer.request_for(state)
+    lo, hi = explorer.window_for(state, first, last)
+    series = ui.cached_query("series", version, request)
+    band = None
+    if state.band and state.mode == "absolute":
+        band = ui.cached_query("band_v2", version, explorer.band_request(state))
+    dates = ui.cached_query("epoch_date_labels", version, lo, hi)
+
+    # --- charts -------------------------------------------------------------------------------
+    figure = charts.explorer_figure(
+        series,
+        styles,
+        mode=state.mode,
+        scale=state.scale,
+        unit=state.unit,
+        band=band,
+        dates=dates,
+        x_range=(lo, hi),
+    )
+    st.plotly_chart(figure, key="ex_chart", config={"displaylogo": False})
+    st.caption(explorer.describe(state, series, lo, hi, dates_known=bool(dates)))
+
+    # --- operators table ----------------------------------------------------------------------
+    percent = st.column_config.NumberColumn(format="%.6f%%")
+    column_config = {
+        "Share price": st.column_config.NumberColumn(format="%.12f"),
+        "Stake (AI3)": st.column_config.NumberColumn(format="%,.4f"),
+        **{f"{d}d {k} %": percent for d in (1, 7, 30) for k in ("yield", "APY")},
+    }
+    st.subheader("Selected operators")
+    selected = operators.filter(operators["operator_id"].is_in(list(state.operators)))
+    st.dataframe(
+        explorer.operator_table(selected, state.unit), hide_index=True, column_config=column_config
+    )
+    with st.expander(f"All {operators.height:,} operators"):
+        st.dataframe(
+            explorer.operator_table(operators, state.unit),
+            hide_index=True,
+            column_config=column_config,
+            height=420,
+        )
+
+    # --- downloads: exactly the points drawn above ------------------------------------------
+    shown = charts.shown_frame(series, styles, mode=state.mode, unit=state.unit, dates=dates)
+    name = explorer.download_name(state, lo, hi)
+    csv_col, parquet_col, _ = st.columns([1, 1, 4])
+    csv_col.download_button(
+        "Download CSV", shown.write_csv(), f"{name}.csv", "text/csv", width="stretch"
+    )
+    parquet_col.download_button(
+        "Download Parquet",
+        explorer.parquet_bytes(shown),
+        f"{name}.parquet",
+        "application/vnd.apache.parquet",
+        width="stretch",
+    )
+    st.caption(
+        f"Server time {1000 * (time.perf_counter() - started):.0f} ms · data version {version}"
+    )

@@ -8,6 +8,7 @@ turns a dead database into a clear message with a retry button instead of a trac
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -67,12 +68,30 @@ def masked_url() -> str:
 
 def data_version(eng: Engine) -> int:
     """Changes whenever a backfill writes; part of every cache key so new data shows at once."""
-    with eng.connect() as conn:
-        return int(
-            conn.exec_driver_sql(
-                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM data_version_seq"
-            ).scalar_one()
-        )
+    from shareprice import queries
+
+    return queries.data_version(eng)
+
+
+def _url_key() -> str | None:
+    _secrets_to_env()
+    return config.readonly_url() or config.configured_url()
+
+
+@st.cache_data(show_spinner=False, max_entries=256, ttl=6 * 3600)
+def _cached_query(name: str, url_key: str | None, version: int, args: tuple) -> object:
+    from shareprice import queries
+
+    return getattr(queries, name)(_engine_for(url_key), *args)
+
+
+def cached_query(name: str, version: int, *args: object) -> object:
+    """`queries.<name>(engine, *args)`, cached per database, data version and arguments.
+
+    Shared by all sessions: the first viewer after a backfill batch pays for the query, the
+    others read the cache; a new data version (any backfill write) makes every entry stale.
+    """
+    return _cached_query(name, _url_key(), version, args)
 
 
 @contextlib.contextmanager
@@ -103,6 +122,23 @@ def database_guard() -> Iterator[None]:
             )
             st.stop()
         raise
+
+
+@contextlib.contextmanager
+def page_guard() -> Iterator[None]:
+    """database_guard, plus a last line of defence: an unexpected error becomes one masked line
+    on the page (and a full traceback in the server log), never a traceback in the browser."""
+    try:
+        with database_guard():
+            yield
+    except Exception as exc:
+        logging.getLogger("shareprice.ui").exception("page failed")
+        st.error(
+            "Something went wrong while drawing this page: "
+            f"{config.mask_secrets(f'{type(exc).__name__}: {exc}')[:300]}",
+            icon="⚠️",
+        )
+        st.stop()
 
 
 def empty_state(what: str = "The database has no epochs yet.") -> None:
