@@ -40,6 +40,16 @@ def _show(value: object, limit: int = 48) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _wrong_type(raw: object, expected: str) -> ValueError:
+    if type(raw) is float:
+        # orjson turns integers beyond 64 bits into floats: say so rather than just "float".
+        return ValueError(
+            f"number {raw!r} is not an exact integer (a fraction, or beyond 64 bits where JSON "
+            f"numbers lose precision); expected {expected}"
+        )
+    return ValueError(f"expected {expected}, got {type(raw).__name__} {_show(raw)}")
+
+
 def _check_u128(value: int, raw: object) -> int:
     if value > U128_MAX:
         raise ValueError(f"number {_show(raw)} exceeds u128")
@@ -69,7 +79,7 @@ def decode_u128(raw: object) -> int:
         if raw < 0:
             raise ValueError(f"negative number {raw}")
         return _check_u128(raw, raw)
-    raise ValueError(f"expected a 0x hex string or integer, got {type(raw).__name__} {_show(raw)}")
+    raise _wrong_type(raw, "a 0x hex string or integer")
 
 
 def encode_u128(value: int) -> str | int:
@@ -101,7 +111,7 @@ def decode_decimal(raw: object) -> int:
         if raw < 0:
             raise ValueError(f"negative number {raw}")
         return _check_u128(raw, raw)
-    raise ValueError(f"expected a decimal string, got {type(raw).__name__} {_show(raw)}")
+    raise _wrong_type(raw, "a decimal string")
 
 
 # --- comma-grouped decimal strings (polkadot.js toHuman) ---------------------------------------
@@ -130,7 +140,7 @@ def decode_grouped(raw: object) -> int:
         if raw < 0:
             raise ValueError(f"negative number {raw}")
         return _check_u128(raw, raw)
-    raise ValueError(f"expected a comma-grouped number, got {type(raw).__name__} {_show(raw)}")
+    raise _wrong_type(raw, "a comma-grouped number")
 
 
 def encode_grouped(value: int) -> str:
