@@ -1,0 +1,214 @@
+"""The explorer page: state in the URL (validated), widgets drive the request, never a traceback."""
+
+import json
+from pathlib import Path
+
+import pytest
+from normalized_rows import Row, load
+from streamlit.testing.v1 import AppTest
+
+from shareprice import explorer
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "pages/explorer.py")
+PERQ = 10**18
+KNOWN = range(0, 12)
+
+
+def parse(params, **kw):
+    return explorer.state_from_query(
+        params, known_operators=KNOWN, default_ops=(1, 2), first_epoch=0, last_epoch=99, **kw
+    )
+
+
+# --- the query string ---------------------------------------------------------------------------
+
+
+def test_valid_link_round_trips():
+    state, notices = parse(
+        {"ops": "3,1,7", "from": "10", "to": "90", "mode": "bps", "unit": "shannons", "band": "0"}
+    )
+    assert notices == []
+    assert state == explorer.ExplorerState(
+        operators=(3, 1, 7),
+        preset="custom",
+        epoch_from=10,
+        epoch_to=90,
+        mode="bps",
+        unit="Shannons",
+        band=False,
+    )
+    again, notices = parse(explorer.to_query(state))
+    assert again == state and notices == []
+    preset, _ = parse({"ops": "1", "range": "200", "scale": "log", "mode": "indexed"})
+    assert (preset.preset, preset.scale, preset.mode) == ("200", "log", "indexed")
+    assert parse(explorer.to_query(preset))[0] == preset
+
+
+def test_no_link_gives_defaults():
+    state, notices = parse({})
+    assert state == explorer.ExplorerState(operators=(1, 2)) and notices == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"ops": "1;DROP TABLE operator_share_prices"},
+        {"ops": "1,2' OR '1'='1"},
+        {"ops": "99999999999999999999999"},
+        {"ops": "-1,١"},  # a negative id and an Arabic-Indic digit
+        {"from": "0", "to": "1e9"},
+        {"from": "50", "to": "10"},
+        {"from": "-5"},
+        {"range": "'; SELECT pg_sleep(10); --"},
+        {"mode": "<script>alert(1)</script>"},
+        {"scale": "cubic"},
+        {"unit": "dollars"},
+        {"band": "yes"},
+        {"ops": "1" * 5000},
+    ],
+)
+def test_hostile_or_broken_links_fall_back_with_a_notice(params):
+    state, notices = parse(params)
+    assert notices, params
+    assert set(state.operators) <= set(KNOWN)
+    assert state.mode in ("absolute", "bps", "indexed") and state.scale in ("linear", "log")
+    request = explorer.request_for(state)  # always a valid request
+    assert request.operators == state.operators
+
+
+def test_unknown_ids_are_dropped_known_kept():
+    state, notices = parse({"ops": "2,500,3,x"})
+    assert state.operators == (2, 3)
+    assert "'500'" in notices[0] and "'x'" in notices[0]
+
+
+def test_too_many_operators_are_capped():
+    state, notices = parse(
+        {"ops": ",".join(str(i) for i in range(40))},
+    )
+    assert len(state.operators) <= explorer.MAX_SELECTED
+
+
+def test_log_scale_is_refused_for_changes():
+    state, notices = parse({"mode": "bps", "scale": "log"})
+    assert state.scale == "linear" and notices
+
+
+def test_preset_windows():
+    assert explorer.preset_window("50", 0, 99) == (50, 99)
+    assert explorer.preset_window("1000", 0, 99) == (0, 99)
+    assert explorer.preset_window("all", 3, 99) == (3, 99)
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def loaded(engine):
+    rows = [
+        Row(o, e, PERQ + o * 10**9 * e + e, stake=(o + 1) * 10**21, rewards=10**15)
+        for o in range(12)
+        for e in range(0, 300)
+    ]
+    load(
+        engine,
+        rows,
+        statuses={5: "deregistered", 6: "slashed"},
+        names={7: "Evil'); DROP TABLE epochs; --"},
+    )
+    return rows
+
+
+def run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def chart_spec(at: AppTest) -> dict:
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
+
+
+def test_page_on_empty_database(db_url):
+    at = run(AppTest.from_file(PAGE, default_timeout=60))
+    assert "shareprice demo" in " ".join(i.value for i in at.info)
+
+
+def test_page_default_view(db_url, loaded):
+    at = run(AppTest.from_file(PAGE, default_timeout=60))
+    spec = chart_spec(at)
+    names = [t.get("name") for t in spec["data"]]
+    # the 8 largest active operators by stake: 11..4 minus deregistered 5 and slashed 6
+    assert at.multiselect(key="ex_ops").value == [2, 3, 4, 7, 8, 9, 10, 11]
+    assert "All operators median" in names
+    assert sum(1 for t in spec["data"] if t.get("legendgroup") == "7") == 3  # price, stake, rewards
+    assert at.query_params["ops"] == "2,3,4,7,8,9,10,11"
+    assert any("epochs 0–299" in c.value for c in at.caption)
+
+
+def test_widgets_change_the_request(db_url, loaded):
+    at = run(AppTest.from_file(PAGE, default_timeout=60))
+    at.multiselect(key="ex_ops").set_value([5, 6])
+    run(at)
+    spec = chart_spec(at)
+    groups = {t.get("legendgroup") for t in spec["data"]}
+    assert {"5", "6"} <= groups and "7" not in groups
+    # deregistered and slashed series are marked where they end
+    texts = [t.get("text") for t in spec["data"] if t.get("mode") == "markers+text"]
+    assert ["deregistered"] in texts and ["slashed"] in texts
+    at.segmented_control(key="ex_preset").set_value("50")
+    run(at)
+    assert any("epochs 250–299" in c.value for c in at.caption)
+    assert at.query_params["range"] == "50"
+    at.radio(key="ex_mode").set_value("bps")
+    run(at)
+    assert at.query_params["mode"] == "bps"
+    assert not any("median" in (t.get("name") or "") for t in chart_spec(at)["data"])
+    at.slider(key="ex_range").set_value((100, 120))
+    run(at)
+    assert at.query_params["from"] == "100" and at.query_params["to"] == "120"
+    assert any("epochs 100–120" in c.value for c in at.caption)
+
+
+def test_page_restores_state_from_the_link(db_url, loaded):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params.update(
+        {
+            "ops": "7,1",
+            "from": "10",
+            "to": "20",
+            "mode": "indexed",
+            "scale": "log",
+            "unit": "shannons",
+        }
+    )
+    run(at)
+    assert at.multiselect(key="ex_ops").value == [7, 1]
+    assert at.slider(key="ex_range").value == (10, 20)
+    assert at.radio(key="ex_mode").value == "indexed"
+    assert at.radio(key="ex_unit").value == "Shannons"
+    assert not at.warning or all("read-write" in w.value for w in at.warning)
+    spec = chart_spec(at)
+    assert spec["layout"]["yaxis"]["type"] == "log"
+    assert {t.get("legendgroup") for t in spec["data"]} >= {"7", "1"}
+
+
+def test_hostile_link_on_the_page(db_url, loaded, engine):
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.query_params.update({"ops": "1;DELETE FROM operator_share_prices", "mode": "x' OR 1=1"})
+    run(at)
+    warnings = " ".join(w.value for w in at.warning)
+    assert "Ignored unknown operator ids" in warnings and "Unknown mode" in warnings
+    with engine.connect() as conn:
+        assert (
+            conn.exec_driver_sql("SELECT count(*) FROM operator_share_prices").scalar_one() == 3600
+        )
+        assert conn.exec_driver_sql("SELECT count(*) FROM epochs").scalar_one() == 300
+
+
+def test_downloads_are_what_is_shown(db_url, loaded):
+    at = run(AppTest.from_file(PAGE, default_timeout=60))
+    assert {b.label for b in at.get("download_button")} == {"Download CSV", "Download Parquet"}

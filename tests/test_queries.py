@@ -1,0 +1,164 @@
+"""The query module against a real PostgreSQL: requests, the band, operators, safety."""
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from normalized_rows import Row, load
+
+from shareprice import queries
+
+PERQ = 10**18
+BIG = 2**100 + 12345  # beyond 64 bits: must survive exactly
+
+
+@pytest.fixture()
+def small(engine):
+    rows = [
+        Row(o, e, PERQ + o * 10**6 + e, stake=BIG + e, shares=BIG // 2, rewards=e or None)
+        for o in (0, 1, 2)
+        for e in range(0, 50)
+    ]
+    rows += [Row(3, e, PERQ + 5 * e) for e in range(40, 50)]  # a late operator
+    load(engine, rows)
+    return rows
+
+
+def test_empty_database(engine):
+    info = queries.summary(engine)
+    assert info.empty and info.data_version == 0
+    assert queries.series_v2(engine, queries.SeriesRequest()).height == 0
+    assert queries.series_v2(engine, queries.SeriesRequest(last_epochs=10)).height == 0
+    assert queries.band_v2(engine, queries.SeriesRequest()).height == 0
+    assert queries.operators(engine).height == 0
+    assert queries.series_v1(engine, queries.SeriesRequest(last_epochs=10)).height == 0
+
+
+def test_series_exact_integers_and_floats(engine, small):
+    frame = queries.series_v2(engine, queries.SeriesRequest(operators=(1,)))
+    assert frame.schema["share_price_perq"] == pl.Int128
+    assert frame.schema["stake"] == pl.Int128
+    row = frame.filter(pl.col("epoch") == 7).row(0, named=True)
+    assert row["share_price_perq"] == PERQ + 10**6 + 7
+    assert row["stake"] == BIG + 7 and row["shares"] == BIG // 2 and row["rewards"] == 7
+    assert row["share_price"] == (PERQ + 10**6 + 7) / 1e18
+    assert frame.filter(pl.col("epoch") == 0)["rewards"].to_list() == [None]
+    assert frame["epoch"].to_list() == list(range(50))
+
+
+def test_requests_select_operators_and_epochs(engine, small):
+    def epochs(request):
+        frame = queries.series_v2(engine, request)
+        return {(o, e) for o, e in frame.select("operator_id", "epoch").iter_rows()}
+
+    assert epochs(queries.SeriesRequest(operators=(0, 3), epoch_from=45)) == {
+        (o, e) for o in (0, 3) for e in range(45, 50)
+    }
+    assert epochs(queries.SeriesRequest(last_epochs=3)) == {
+        (o, e) for o in (0, 1, 2, 3) for e in (47, 48, 49)
+    }
+    assert epochs(queries.SeriesRequest(epoch_to=0)) == {(0, 0), (1, 0), (2, 0)}
+    assert epochs(queries.SeriesRequest(operators=(99,))) == set()
+    assert len(epochs(queries.SeriesRequest())) == 160
+
+
+def test_request_validation():
+    for bad in (
+        {"epoch_from": -1},
+        {"epoch_from": 5, "epoch_to": 4},
+        {"last_epochs": 0},
+        {"max_points": 3},
+        {"operators": (-1,)},
+        {"epoch_to": "5"},
+    ):
+        with pytest.raises(queries.RequestError):
+            queries.SeriesRequest(**bad)
+    assert queries.SeriesRequest(operators=(3, 1, 3)).operators == (1, 3)
+    assert hash(queries.SeriesRequest(operators=(1, 3))) == hash(
+        queries.SeriesRequest(operators=(3, 1))
+    )
+
+
+def test_band_is_percentile_disc_of_every_operator(engine, small):
+    band = queries.band_v2(engine, queries.SeriesRequest())
+    assert band["epoch"].to_list() == list(range(50))
+    at_45 = band.filter(pl.col("epoch") == 45).row(0, named=True)
+    prices = sorted([PERQ + o * 10**6 + 45 for o in (0, 1, 2)] + [PERQ + 5 * 45])
+    assert at_45["operators"] == 4
+    # percentile_disc: the value at 1-based position ceil(f * n) of the sorted prices
+    assert [at_45[c] for c in queries.BAND_COLUMNS] == [
+        prices[0],
+        prices[0],
+        prices[1],
+        prices[2],
+        prices[3],
+    ]
+    assert at_45["p50_price"] == prices[1] / 1e18
+    windowed = queries.band_v2(engine, queries.SeriesRequest(last_epochs=5, operators=(0,)))
+    assert windowed["epoch"].to_list() == [45, 46, 47, 48, 49]
+    assert windowed["operators"].to_list() == [4] * 5  # the band ignores the operator choice
+
+
+def test_percentile_disc_matches_postgres(engine):
+    values = [7, 1, 9, 3, 3, 10**30, 2]
+    with engine.connect() as conn:
+        for fraction in (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0):
+            expected = conn.execute(
+                sa.text(
+                    "SELECT percentile_disc(CAST(:f AS float8)) WITHIN GROUP (ORDER BY v) "
+                    "FROM unnest(CAST(:vs AS numeric[])) v"
+                ),
+                {"f": fraction, "vs": values},
+            ).scalar_one()
+            assert queries.percentile_disc(sorted(values), fraction) == int(expected)
+
+
+def test_operators_list(engine, small):
+    ops = queries.operators(engine).sort("operator_id")
+    assert ops["operator_id"].to_list() == [0, 1, 2, 3]
+    three = ops.row(3, named=True)
+    assert three["latest_epoch"] == 49 and three["first_seen_epoch"] == 40
+    assert three["share_price_perq"] == PERQ + 5 * 49 and three["is_active"] is True
+    assert ops.row(0, named=True)["stake"] == BIG + 49
+
+
+def test_hostile_operator_names_are_data(engine):
+    names = {
+        0: "'); DROP TABLE operator_share_prices; --",
+        1: 'quote " comma , tab \t newline \n backslash \\ done',
+        2: "Robert'); DELETE FROM operators_metadata; --",
+    }
+    load(engine, [Row(o, e, PERQ + e) for o in names for e in range(3)], names=names)
+    ops = queries.operators(engine).sort("operator_id")
+    assert ops["name"].to_list() == [names[0], names[1], names[2]]
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM operator_share_prices").scalar_one() == 9
+        assert conn.exec_driver_sql("SELECT count(*) FROM operators_metadata").scalar_one() == 3
+
+
+def test_data_version_moves_with_writes(engine, small):
+    before = queries.data_version(engine)
+    assert before >= 1
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SELECT nextval('data_version_seq')")
+    assert queries.data_version(engine) == before + 1
+    assert queries.summary(engine).data_version == before + 1
+
+
+def test_trace_records_every_query(engine, small):
+    with queries.trace() as trace:
+        queries.series_v2(engine, queries.SeriesRequest(last_epochs=5))
+    assert [t.name for t in trace.timings] == ["latest_epoch", "series_v2"]
+    assert trace.timings[1].rows == 20 and trace.total_ms > 0
+
+
+def test_statement_timeout_applies(engine, small, monkeypatch):
+    monkeypatch.setattr(queries, "DEFAULT_TIMEOUT_MS", 1)
+    with pytest.raises(Exception, match="statement timeout"):
+        with queries._connection(engine, timeout_ms=1) as conn:
+            conn.execute("SELECT pg_sleep(0.2)")
+
+
+def test_perq_to_decimal():
+    assert queries.perq_to_decimal(1_000_036_353_676_459_997) == "1.000036353676459997"
+    assert queries.perq_to_decimal(5) == "0.000000000000000005"
+    assert queries.perq_to_decimal(None) is None
