@@ -34,8 +34,18 @@ def prepare(engine: Engine, echo: Callable[[str], None] = print, demo: bool = Tr
 
 
 def _demo_loader() -> Callable[[Engine, Callable[[str], None]], None] | None:
-    """The demo data step, once the generator exists (raw-data issue)."""
-    return None
+    """The demo data step: the generator's `demo` profile (a few seconds, ~130 MB of JSON)."""
+    from shareprice import generator
+
+    def load_demo(engine: Engine, echo: Callable[[str], None]) -> None:
+        echo("no epochs yet: generating the demo data set (shareprice demo --profile demo)")
+        summary = generator.generate(engine, "demo")
+        echo(
+            f"demo data: {summary.epochs:,} epochs, {summary.operator_states:,} operator states, "
+            f"{summary.json_bytes / 1e6:,.0f} MB of JSON in {summary.seconds:.1f}s"
+        )
+
+    return load_demo
 
 
 def _backfiller() -> Callable[[Engine, Callable[[str], None]], None] | None:

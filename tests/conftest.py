@@ -124,6 +124,55 @@ def engine(db_url: URL) -> Engine:
     return db.get_engine(db_url)
 
 
+def clone_database(admin_url: URL, url: URL) -> URL:
+    """A new database copied from `url`'s (CREATE DATABASE ... TEMPLATE): for a test that must
+    write to data a session fixture built. Drop it with drop_database when done.
+
+    PostgreSQL refuses to copy a database others are connected to, so this process's cached
+    engine for the source is disposed first; do not keep other connections to it open.
+    """
+    db.forget_engine(url)
+    return new_database(admin_url, url.database)
+
+
+#: What raw_small_url holds: the generator's "small" profile with this seed.
+RAW_SMALL_SEED = 7
+
+
+@pytest.fixture(scope="session")
+def _raw_small(pg_admin_url: URL, template_url: URL) -> Iterator[tuple[URL, object]]:
+    from shareprice import generator
+
+    url = new_database(pg_admin_url, TEMPLATE_DB)
+    engine = sa.create_engine(url)
+    try:
+        summary = generator.generate(engine, "small", seed=RAW_SMALL_SEED)
+    finally:
+        engine.dispose()
+    assert summary.slashed and summary.deregistered, "the small profile must slash and deregister"
+    yield url, summary
+    drop_database(pg_admin_url, url)
+
+
+@pytest.fixture(scope="session")
+def raw_small_url(_raw_small: tuple[URL, object]) -> URL:
+    """A migrated database whose `epochs` hold generated Format A documents: 80 epochs x 12
+    operators (profile "small", seed RAW_SMALL_SEED) with registrations over time, deposits,
+    withdrawals, one deregistered and one slashed operator. Built once per session.
+
+    READ-ONLY: every test shares it. A test that writes (backfill, import) works on its own copy:
+    `clone_database(pg_admin_url, raw_small_url)`, then `drop_database` it.
+    """
+    return _raw_small[0]
+
+
+@pytest.fixture(scope="session")
+def raw_small_summary(_raw_small: tuple[URL, object]):
+    """The generator's summary of raw_small_url (slashed / deregistered ids, registration
+    epochs, operator_states = rows a correct normalization must produce)."""
+    return _raw_small[1]
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
