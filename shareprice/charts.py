@@ -201,8 +201,8 @@ def explorer_figure(
         row=1,
         col=1,
     )
-    fig.update_yaxes(title_text=unit, row=2, col=1)
-    fig.update_yaxes(title_text=unit, row=3, col=1)
+    fig.update_yaxes(title_text=unit, tickformat=".4~g", row=2, col=1)
+    fig.update_yaxes(title_text=unit, tickformat=".4~g", row=3, col=1)
     fig.update_xaxes(title_text="epoch", row=3, col=1)
     if x_range is not None:
         fig.update_xaxes(range=[x_range[0], x_range[1]])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import polars as pl
 
 from shareprice.charts import MODES, SCALES, Mode, Scale, Unit
-from shareprice.queries import SeriesRequest
+from shareprice.queries import SeriesRequest, largest_operators
 
 RANGE_PRESETS: dict[str, int | None] = {"50": 50, "100": 100, "200": 200, "1000": 1000, "all": None}
 PRESET_LABELS = {"50": "50", "100": "100", "200": "200", "1000": "1000", "all": "All"}
@@ -46,15 +46,7 @@ def default_operators(
     operators: pl.DataFrame, count: int = DEFAULT_OPERATOR_COUNT
 ) -> tuple[int, ...]:
     """The largest active operators by stake (then any operator with a price), up to `count`."""
-    if operators.height == 0:
-        return ()
-    ranked = operators.filter(pl.col("stake").is_not_null()).sort(
-        [pl.col("is_active"), pl.col("stake"), pl.col("operator_id")],
-        descending=[True, True, False],
-        nulls_last=True,
-    )
-    chosen = ranked.head(count)["operator_id"].to_list()
-    return tuple(sorted(chosen))
+    return tuple(sorted(largest_operators(operators, count)))
 
 
 def _one(params: Mapping[str, object], key: str) -> str | None:

@@ -685,6 +685,16 @@ def operators(engine: Engine, rate: yields.EpochRate | None = None) -> pl.DataFr
     return add_yields(frame, rate)
 
 
+def largest_operators(operators_frame: pl.DataFrame, count: int) -> tuple[int, ...]:
+    """The `count` largest operators by latest stake, active ones first (the default view)."""
+    if operators_frame.height == 0:
+        return ()
+    ranked = operators_frame.filter(pl.col("stake").is_not_null()).sort(
+        ["is_active", "stake", "operator_id"], descending=[True, True, False]
+    )
+    return tuple(ranked.head(count)["operator_id"].to_list())
+
+
 def add_yields(frame: pl.DataFrame, rate: yields.EpochRate) -> pl.DataFrame:
     """yield_Nd / apy_Nd columns from the exact prices (None where history is too short)."""
     now = frame["share_price_perq"].to_list()

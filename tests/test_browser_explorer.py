@@ -1,0 +1,194 @@
+"""The explorer in a real browser: chart drawn, selection and range changed, shared URL reloaded.
+
+Starts `streamlit run dashboard.py` on a free port against a small test database and drives
+system Chromium through Playwright. Saves a screenshot under $TMPDIR and prints its path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from normalized_rows import Row, load
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PERQ = 10**18
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="system Chromium not found at /usr/bin/chromium"
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(port: int, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        time.sleep(0.3)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+@pytest.fixture()
+def explorer_url(db_url, engine, tmp_path):
+    rows = [
+        Row(o, e, PERQ + (o + 1) * 10**9 * e, stake=(o + 1) * 10**21, rewards=10**15 + e)
+        for o in range(12)
+        for e in range(0, 400)
+        if not (o == 5 and e > 300)  # operator 5 deregistered after epoch 300
+    ]
+    load(engine, rows, statuses={5: "deregistered"}, names={3: "Gamma node"})
+    port = _free_port()
+    env = dict(os.environ)
+    env["SHAREPRICE_DATABASE_URL"] = db_url.render_as_string(hide_password=False)
+    env.pop("SHAREPRICE_READONLY_URL", None)
+    log = (tmp_path / "streamlit.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "dashboard.py"),
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_healthy(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _settle(page) -> None:
+    """Wait until the app has finished its run (no running indicator) and the chart is drawn."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000
+    )
+    page.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for(timeout=60_000)
+
+
+def _selected_chips(page) -> list[str]:
+    chips = page.locator('[data-testid="stMultiSelect"]').nth(1).locator("[data-tag] > span[title]")
+    return sorted(chips.all_inner_texts())
+
+
+def _wait_caption(page, expected: str) -> None:
+    """Reruns finish asynchronously: wait until the chart's caption says what is expected."""
+    from playwright.sync_api import expect
+
+    caption = page.locator('[data-testid="stCaptionContainer"]', has_text="points drawn")
+    expect(caption).to_contain_text(expected, timeout=60_000)
+
+
+def test_explorer_selection_range_and_shared_url(explorer_url):
+    from playwright.sync_api import sync_playwright
+
+    shot = Path(os.environ.get("TMPDIR", tempfile.gettempdir())) / "shareprice-explorer.png"
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile, sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(explorer_url + "/", wait_until="domcontentloaded", timeout=60_000)
+            _settle(page)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            assert len(_selected_chips(page)) == 8  # the default: largest 8 active operators
+            _wait_caption(page, "8 operators · epochs 0–399")
+
+            # choose exactly two operators: clear, then search by name and by id
+            page.get_by_role("button", name="Clear", exact=True).click()
+            _settle(page)
+            picker = page.locator('[data-testid="stMultiSelect"]').nth(1).locator("input")
+            picker.click()
+            picker.fill("Gamma")
+            page.keyboard.press("Enter")
+            _settle(page)
+            picker.click()
+            picker.fill("#5 ")
+            page.keyboard.press("Enter")
+            page.keyboard.press("Escape")
+            _settle(page)
+            assert _selected_chips(page) == [
+                "#3 · Gamma node · registered",
+                "#5 · operator 5 · deregistered",
+            ]
+
+            # a range preset
+            page.locator('[data-testid="stButtonGroup"]').get_by_role(
+                "radio", name="200", exact=True
+            ).click()
+            _settle(page)
+            page.wait_for_function("() => location.search.includes('range=200')", timeout=30_000)
+            _wait_caption(page, "2 operators · epochs 200–399")
+            legend = page.locator(".js-plotly-plot .legend").first.text_content() or ""
+            assert "Gamma node" in legend and "#5" in legend
+            assert page.locator(".js-plotly-plot text", has_text="deregistered").count() >= 1
+            shared = page.url
+            assert re.search(r"ops=3(%2C|,)5", shared), shared
+
+            # the shared link, opened fresh, shows the same view
+            other = browser.new_page()
+            other.goto(shared, wait_until="domcontentloaded", timeout=60_000)
+            _settle(other)
+            _wait_caption(other, "2 operators · epochs 200–399")
+            assert _selected_chips(other) == _selected_chips(page)
+            assert other.locator('[data-testid="stException"]').count() == 0
+            other.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    print(f"screenshot: {shot}")
+    assert shot.stat().st_size > 10_000
