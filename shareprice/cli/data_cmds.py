@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -61,6 +60,73 @@ def demo_cmd(
     )
 
 
+@click.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Overwrite stored epochs whose document differs (default: keep them, report conflicts).",
+)
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@friendly_errors
+def import_cmd(paths: tuple[str, ...], replace: bool, url: str | None, as_json: bool) -> None:
+    """Import epoch documents (JSON array, NDJSON or directories of them; either format).
+
+    Idempotent: an epoch already stored with the same JSON content is skipped and counted; a
+    different document for a stored epoch is reported and kept unless --replace. Invalid
+    documents are listed with their reason and never written; the others still are. Exit
+    status 1 when anything was invalid or conflicting.
+    """
+    from shareprice import importer, migrate
+
+    engine = engine_for(url)
+    migrate.migrate(engine)
+    summary = importer.import_paths(engine, paths, replace=replace)
+    if as_json:
+        out = summary.as_dict()
+        out["conflicting_epochs"] = summary.conflicting
+        out["replaced_epochs"] = summary.replaced
+        out["invalid_documents"] = [{"source": s, "reason": r} for s, r in summary.invalid]
+        click.echo(json.dumps(out))
+    else:
+        counts = summary.as_dict()
+        click.echo(
+            f"read {counts['read']:,} documents from {counts['files']} file(s): "
+            f"{counts['inserted']:,} inserted, {counts['identical_skipped']:,} identical skipped, "
+            f"{counts['conflicting']:,} conflicting, {counts['replaced']:,} replaced, "
+            f"{counts['invalid']:,} invalid"
+        )
+        if summary.conflicting:
+            click.echo(
+                f"conflicting (stored document differs, kept; --replace overwrites): epochs "
+                f"{_ranges(summary.conflicting)}"
+            )
+        if summary.replaced:
+            click.echo(f"replaced: epochs {_ranges(summary.replaced)}")
+        for source, reason in summary.invalid[:50]:
+            click.echo(f"invalid: {source}: {reason}")
+        if len(summary.invalid) > 50:
+            click.echo(f"... and {len(summary.invalid) - 50} more invalid documents")
+    if not summary.ok:
+        sys.exit(1)
+
+
+def _ranges(epochs: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7' (a long list of epochs stays one readable line)."""
+    parts: list[str] = []
+    ordered = sorted(set(epochs))
+    start = prev = ordered[0]
+    for epoch in [*ordered[1:], None]:
+        if epoch is not None and epoch == prev + 1:
+            prev = epoch
+            continue
+        parts.append(f"{start}-{prev}" if prev > start else f"{start}")
+        if epoch is not None:
+            start = prev = epoch
+    return ", ".join(parts)
+
+
 @click.command("parse")
 @url_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Newest N epochs only.")
@@ -74,6 +140,5 @@ def bench_parse_cmd(url: str | None, limit: int | None, as_json: bool) -> None:
     click.echo(json.dumps(bench_parse(engine, limit=limit)))
 
 
-commands: list[click.Command] = [demo_cmd]
+commands: list[click.Command] = [demo_cmd, import_cmd]
 bench_commands: list[click.Command] = [bench_parse_cmd]
-_ = Path
