@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import polars as pl
 
 from shareprice.charts import MODES, SCALES, Mode, Scale, Unit
-from shareprice.queries import SeriesRequest, largest_operators
+from shareprice.queries import DEFAULT_MAX_POINTS, SeriesRequest, largest_operators
 
 RANGE_PRESETS: dict[str, int | None] = {"50": 50, "100": 100, "200": 200, "1000": 1000, "all": None}
 PRESET_LABELS = {"50": "50", "100": "100", "200": "200", "1000": "1000", "all": "All"}
@@ -24,8 +24,6 @@ DEFAULT_PRESET = "all"
 DEFAULT_OPERATOR_COUNT = 8
 #: More lines than this stop being readable; the band covers "all of them".
 MAX_SELECTED = 24
-#: Points per operator sent to the browser: about one per pixel of a wide chart.
-DEFAULT_MAX_POINTS = 1200
 _MAX_PARAM_LENGTH = 2000
 _UNITS: dict[str, Unit] = {"ai3": "AI3", "shannons": "Shannons"}
 
@@ -216,7 +214,7 @@ def window_for(state: ExplorerState, first_epoch: int, last_epoch: int) -> tuple
 
 def band_request(state: ExplorerState) -> SeriesRequest:
     """The band covers every operator over the state's epochs (operators do not matter)."""
-    return replace(request_for(state, None), operators=None)
+    return replace(request_for(state), operators=None)
 
 
 # --- widgets <-> state ----------------------------------------------------------------------------

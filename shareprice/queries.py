@@ -52,6 +52,9 @@ CHANGE_KEY_SCALE = 10**18
 BAND_FRACTIONS = (0.05, 0.25, 0.5, 0.75, 0.95)
 BAND_COLUMNS = ("p05", "p25", "p50", "p75", "p95")
 DEFAULT_TIMEOUT_MS = 30_000
+#: Points per operator (and band epochs) the explorer sends to the browser: about one per pixel
+#: column of a wide chart; with ~3 distinct points per bucket in practice, far fewer are drawn.
+DEFAULT_MAX_POINTS = 1200
 
 SERIES_EXACT_SCHEMA: dict[str, pl.DataType] = {
     "operator_id": pl.Int64(),
@@ -571,29 +574,80 @@ FROM (
     WHERE {filter}
     GROUP BY epoch
 ) AS per_epoch
-ORDER BY epoch
 """)
+# With max_points, the band's epochs are reduced like an operator's series: equal runs of epochs,
+# keeping each run's first and last epoch and the epochs of its lowest p5 and highest p95, so
+# the band's outer envelope is exact and every value drawn is a real percentile of a real epoch.
+_BAND_DOWNSAMPLED = sql.SQL("""
+WITH band AS ({band}), numbered AS (
+    SELECT band.*, row_number() OVER (ORDER BY epoch) - 1 AS r, count(*) OVER () AS n FROM band
+), keyed AS (
+    SELECT numbered.*,
+           CASE WHEN n <= %(max_points)s THEN r ELSE r * %(buckets)s / n END AS bucket
+    FROM numbered
+), marked AS (
+    SELECT keyed.*,
+           min(r) OVER bucket_rows AS first_r,
+           max(r) OVER bucket_rows AS last_r,
+           first_value(r) OVER (bucket_rows ORDER BY p05, epoch) AS low_r,
+           first_value(r) OVER (bucket_rows ORDER BY p95 DESC, epoch) AS high_r
+    FROM keyed
+    WINDOW bucket_rows AS (PARTITION BY bucket)
+)
+SELECT epoch, operators, p05, p25, p50, p75, p95 FROM marked
+WHERE r IN (first_r, last_r, low_r, high_r)
+""")
+BAND_POINTS_PER_BUCKET = 4
 _BAND_WORK_MEM = "256MB"
 
 
-def band_plan(window: Window) -> Plan:
+def band_plan(window: Window, max_points: int | None = None) -> Plan:
     condition, params = _filters(None, window, "p")
     fractions = sql.SQL(", ").join(sql.Literal(f) for f in BAND_FRACTIONS)
-    return Plan("band_v2", _BAND_SQL.format(fractions=fractions, filter=condition), params)
+    band = _BAND_SQL.format(fractions=fractions, filter=condition)
+    if max_points is None:
+        return Plan("band_v2", sql.SQL("{} ORDER BY epoch").format(band), params)
+    query = sql.SQL("{} ORDER BY epoch").format(_BAND_DOWNSAMPLED.format(band=band))
+    params = {
+        **params,
+        "max_points": max_points,
+        "buckets": max_points // BAND_POINTS_PER_BUCKET,
+    }
+    return Plan("band_v2", query, params)
 
 
 def band_v2(engine: Engine, request: SeriesRequest) -> pl.DataFrame:
-    """Percentile band of all operators' prices per epoch over the request's epochs.
-
-    The request's operators and max_points do not apply: the band is always every operator.
-    """
+    """Percentile band of all operators' prices per epoch over the request's epochs, at most
+    max_points epochs (see _BAND_DOWNSAMPLED). The request's operators do not apply: the band
+    is always every operator."""
     with _connection(engine) as conn:
         window = _window(conn, request, _LATEST_NORMALIZED_SQL)
         if window.empty:
             return finish_band(pl.DataFrame(schema=BAND_EXACT_SCHEMA))
         conn.execute("SELECT set_config('work_mem', %s, true)", (_BAND_WORK_MEM,))
-        frame = _copy_frame(conn, band_plan(window), BAND_EXACT_SCHEMA)
+        frame = _copy_frame(conn, band_plan(window, request.max_points), BAND_EXACT_SCHEMA)
     return finish_band(frame)
+
+
+def downsample_band_rows(rows: Sequence[tuple], max_points: int) -> list[tuple]:
+    """_BAND_DOWNSAMPLED in Python (v1). Rows: (epoch, operators, p05, p25, p50, p75, p95)."""
+    n = len(rows)
+    if n <= max_points:
+        return list(rows)
+    buckets = max_points // BAND_POINTS_PER_BUCKET
+    keep: set[int] = set()
+    start = 0
+    while start < n:
+        bucket = start * buckets // n
+        end = start
+        while end < n and end * buckets // n == bucket:
+            end += 1
+        members = range(start, end)
+        keep.update((start, end - 1))
+        keep.add(min(members, key=lambda r: (rows[r][2], rows[r][0])))
+        keep.add(min(members, key=lambda r: (-rows[r][6], rows[r][0])))
+        start = end
+    return [rows[r] for r in sorted(keep)]
 
 
 def percentile_disc(sorted_values: Sequence[int], fraction: float) -> int:
@@ -618,6 +672,9 @@ def band_v1(engine: Engine, request: SeriesRequest) -> pl.DataFrame:
                         *(percentile_disc(prices, f) for f in BAND_FRACTIONS),
                     )
                 )
+    rows.sort()
+    if request.max_points is not None:
+        rows = downsample_band_rows(rows, request.max_points)
     return finish_band(_frame_from_rows(rows, BAND_EXACT_SCHEMA))
 
 

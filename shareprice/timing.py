@@ -90,8 +90,9 @@ def shapes(engine: Engine, names: Iterable[str] = SHAPE_NAMES) -> list[Shape]:
         "all_epochs_all_operators": Shape(
             "all_epochs_all_operators",
             "band",
-            queries.SeriesRequest(),
-            "every epoch of every operator, reduced to the overview's percentile band",
+            queries.SeriesRequest(max_points=queries.DEFAULT_MAX_POINTS),
+            "every epoch of every operator, reduced to the overview's percentile band "
+            f"(at most {queries.DEFAULT_MAX_POINTS} epochs drawn)",
         ),
         "last_100_epochs": Shape(
             "last_100_epochs",
@@ -126,7 +127,7 @@ def floor_plan(engine: Engine, shape: Shape) -> queries.Plan | None:
     if window.empty:
         return None
     if shape.kind == "band":
-        return queries.band_plan(window)
+        return queries.band_plan(window, shape.request.max_points)
     return queries.series_plan(shape.request, window)
 
 

@@ -136,3 +136,25 @@ def test_change_key_truncates_toward_zero_like_sql_div():
 def test_max_points_too_small_is_refused():
     with pytest.raises(queries.RequestError):
         queries.SeriesRequest(max_points=5)
+
+
+@pytest.mark.parametrize("max_points", [6, 40, 400])
+def test_band_reduction_keeps_the_envelope(engine, data, max_points):
+    full = queries.band_v2(engine, queries.SeriesRequest())
+    reduced = queries.band_v2(engine, queries.SeriesRequest(max_points=max_points))
+    assert full.height == 1300 - len([e for e in range(1300) if e % 97 == 5 and not 100 <= e < 130])
+    assert reduced.height <= max_points
+    assert reduced["p05"].min() == full["p05"].min() and reduced["p95"].max() == full["p95"].max()
+    assert reduced["epoch"].min() == full["epoch"].min()
+    assert reduced["epoch"].max() == full["epoch"].max()
+    # every reduced row is a real epoch's band, untouched
+    assert reduced.join(full, on=reduced.columns, how="anti").height == 0
+    rows = list(full.select(list(queries.BAND_EXACT_SCHEMA)).iter_rows())
+    python = queries.finish_band(
+        pl.DataFrame(
+            queries.downsample_band_rows(rows, max_points),
+            schema=queries.BAND_EXACT_SCHEMA,
+            orient="row",
+        )
+    )
+    assert queries.frames_equal(reduced, python)
