@@ -1,0 +1,327 @@
+"""`shareprice bench backfill` and `bench follow`: the numbers issue 4 asks for, from one run.
+
+backfill: a scratch database with raw epochs (a clone of --url's database, or a freshly
+generated profile), a full backfill timed while sampling the peak RSS of the process tree
+(coordinator + workers), then the floor: the same output rows, dumped to a file first, COPY'd
+into empty tables of the same shape (LIKE ... INCLUDING ALL: same keys, BRIN and checks).
+
+follow: a small generated database, `shareprice backfill --follow` in a subprocess, then epochs
+inserted one at a time; latency = insert commit to its epoch_normalizations row being visible.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import URL
+
+from shareprice import config, db, migrate
+from shareprice.backfill import Options, run_backfill
+
+#: The tables a backfill writes, i.e. the rows the COPY floor copies.
+OUTPUT_TABLES = (
+    "operator_share_prices",
+    "operator_shares",
+    "operator_chain_share_prices",
+    "operators_metadata",
+    "epoch_normalizations",
+)
+_RESET = (
+    "TRUNCATE operator_share_prices, operator_shares, operator_chain_share_prices, "
+    "operators_metadata, epoch_normalizations, backfill_errors, backfill_runs"
+)
+
+Echo = Callable[[str], None]
+
+
+def _admin_url(url: URL) -> URL:
+    return url.set(database="postgres")
+
+
+def _admin(url: URL) -> psycopg.Connection:
+    return psycopg.connect(db.libpq_url(_admin_url(url)), autocommit=True)
+
+
+def _drop(url: URL, name: str) -> None:
+    db.forget_engine(url.set(database=name))
+    with _admin(url) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def _clone(source: URL, name: str, echo: Echo) -> URL:
+    """CREATE DATABASE ... TEMPLATE: a file copy, seconds for GBs, while nobody is connected
+    to the source. Others may be (benchmarks share it), so retry for a while."""
+    target = source.set(database=name)
+    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+        sql.Identifier(name), sql.Identifier(str(source.database))
+    )
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            with _admin(source) as conn:
+                conn.execute(statement)
+            return target
+        except psycopg.errors.ObjectInUse:
+            if time.monotonic() > deadline:
+                raise
+            echo(f"{source.database} is in use by another session; retrying the clone ...")
+            time.sleep(5)
+
+
+def _generate(server: URL, name: str, profile: str, echo: Echo) -> URL:
+    from shareprice import generator
+
+    with _admin(server) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    target = server.set(database=name)
+    engine = db.get_engine(target)
+    migrate.migrate(engine)
+    echo(f"generating profile {profile} ...")
+    generator.generate(engine, profile)
+    return target
+
+
+class _PeakRss:
+    """Samples RSS of this process and all its descendants every 50 ms; keeps the peak sum."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> _PeakRss:
+        self.peak = self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def copy_floor(url: URL, echo: Echo) -> tuple[float, int]:
+    """Seconds to COPY the output tables' rows into empty tables of the same shape."""
+    conninfo = db.libpq_url(url)
+    seconds = 0.0
+    rows = 0
+    with psycopg.connect(conninfo) as conn, tempfile.TemporaryDirectory() as tmp:
+        for table in OUTPUT_TABLES:
+            floor = f"copy_floor_{table}"
+            path = Path(tmp) / f"{table}.copy"
+            with conn.cursor() as cur, path.open("wb") as fh:
+                with cur.copy(sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(table))) as copy:
+                    for chunk in copy:
+                        fh.write(chunk)
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(floor)))
+                cur.execute(
+                    sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                        sql.Identifier(floor), sql.Identifier(table)
+                    )
+                )
+            conn.commit()
+            started = time.perf_counter()
+            with conn.cursor() as cur, path.open("rb") as fh:
+                with cur.copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(floor))) as copy:
+                    while chunk := fh.read(1 << 20):
+                        copy.write(chunk)
+                n = cur.rowcount
+            conn.commit()
+            took = time.perf_counter() - started
+            seconds += took
+            rows += max(n, 0)
+            echo(f"  COPY {table}: {n:,} rows in {took:.2f}s")
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(floor)))
+            conn.commit()
+    return seconds, rows
+
+
+def run(
+    *,
+    source_url: str | None,
+    profile: str,
+    workers: int,
+    batch_size: int,
+    keep_as: str | None,
+    echo: Echo,
+) -> dict[str, Any]:
+    server = config.normalize_url(source_url) if source_url else db.resolve_url()
+    name = f"bench_backfill_{os.getpid()}"
+    if source_url:
+        echo(f"cloning {server.database} into {name} ...")
+        started = time.perf_counter()
+        target = _clone(server, name, echo)
+        echo(f"  cloned in {time.perf_counter() - started:.1f}s")
+    else:
+        target = _generate(server, name, profile, echo)
+    kept = False
+    try:
+        engine = db.get_engine(target)
+        migrate.migrate(engine)
+        with psycopg.connect(db.libpq_url(target), autocommit=True) as conn:
+            conn.execute(_RESET)
+            epochs = conn.execute("SELECT count(*) FROM epochs").fetchone()[0]
+            conn.execute("CHECKPOINT")  # the clone's dirty pages are not the backfill's cost
+        echo(f"backfill of {epochs:,} epochs, {workers} workers, batches of {batch_size} ...")
+        with _PeakRss() as rss:
+            started = time.perf_counter()
+            summary = run_backfill(engine, Options(workers=workers, batch_size=batch_size))
+            backfill_s = time.perf_counter() - started
+        echo(
+            f"  {summary.epochs_done:,} epochs ({summary.epochs_failed} failed) in {backfill_s:.1f}s"
+        )
+        with psycopg.connect(db.libpq_url(target), autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+        echo("COPY floor of the same rows ...")
+        floor_s, rows = copy_floor(target, echo)
+        result = {
+            "epochs": summary.epochs_done + summary.epochs_failed,
+            "rows": rows,
+            "backfill_s": round(backfill_s, 2),
+            "copy_floor_s": round(floor_s, 2),
+            "ratio": round(backfill_s / floor_s, 2) if floor_s else None,
+            "rows_per_s": round(rows / backfill_s),
+            "peak_rss_mb": round(rss.peak / 2**20, 1),
+            "failed_epochs": summary.epochs_failed,
+            "operator_states": summary.rows.get("operator_share_prices", 0),
+            "workers": workers,
+            "batch_size": batch_size,
+            "source": str(server.database) if source_url else f"generated {profile}",
+        }
+        if keep_as:
+            db.forget_engine(target)
+            with _admin(server) as conn:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(name), sql.Identifier(keep_as)
+                    )
+                )
+            kept = True
+            result["kept_as"] = keep_as
+        return result
+    finally:
+        if not kept:
+            _drop(server, name)
+
+
+# --- follow-mode latency ---------------------------------------------------------------------------
+
+
+def follow_latency(
+    *, source_url: str | None, inserts: int, echo: Echo, base_epochs: int = 50
+) -> dict[str, Any]:
+    from shareprice import generator
+
+    server = config.normalize_url(source_url) if source_url else db.resolve_url()
+    name = f"bench_follow_{os.getpid()}"
+    with _admin(server) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    target = server.set(database=name)
+    proc: subprocess.Popen | None = None
+    try:
+        migrate.migrate(db.get_engine(target))
+        docs = list(generator.iter_documents("demo", epochs=base_epochs + inserts))
+        conninfo = db.libpq_url(target)
+        insert = (
+            "INSERT INTO epochs (epoch, end_block, end_hash, indexed_at, data) "
+            "VALUES (%s, %s, %s, %s, %s::jsonb)"
+        )
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            for doc in docs[:base_epochs]:
+                conn.execute(
+                    insert,
+                    (doc.epoch, doc.end_block, doc.end_hash, doc.indexed_at, doc.data.decode()),
+                )
+            env = dict(
+                os.environ, SHAREPRICE_DATABASE_URL=target.render_as_string(hide_password=False)
+            )
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "shareprice",
+                    "backfill",
+                    "--follow",
+                    "--workers",
+                    "1",
+                    "-q",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            _wait_for(conn, base_epochs, proc)
+            echo(f"follow mode caught up on {base_epochs} epochs; inserting {inserts} more ...")
+            latencies = []
+            for doc in docs[base_epochs:]:
+                conn.execute(
+                    insert,
+                    (doc.epoch, doc.end_block, doc.end_hash, doc.indexed_at, doc.data.decode()),
+                )
+                started = time.perf_counter()
+                while True:
+                    row = conn.execute(
+                        "SELECT 1 FROM epoch_normalizations WHERE epoch = %s", (doc.epoch,)
+                    ).fetchone()
+                    if row is not None:
+                        break
+                    if time.perf_counter() - started > 30:
+                        raise RuntimeError(f"epoch {doc.epoch} not normalized within 30 s")
+                    time.sleep(0.002)
+                latencies.append(time.perf_counter() - started)
+                time.sleep(0.2)
+        return {
+            "inserts": inserts,
+            "latency_median_s": round(statistics.median(latencies), 3),
+            "latency_max_s": round(max(latencies), 3),
+            "latency_min_s": round(min(latencies), 3),
+        }
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(2)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        _drop(server, name)
+
+
+def _wait_for(conn: psycopg.Connection, count: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"backfill --follow exited: {proc.stderr.read().decode()[-500:]}")
+        n = conn.execute("SELECT count(*) FROM epoch_normalizations").fetchone()[0]
+        if n >= count:
+            return
+        time.sleep(0.05)
+    raise RuntimeError("backfill --follow did not catch up within 120 s")
