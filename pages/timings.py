@@ -1,16 +1,157 @@
-"""v1 (JSON) vs v2 (normalized) timings."""
+"""v1 (raw JSON parsed in Python) vs v2 (normalized tables) vs the bare-cursor floor."""
 
 import streamlit as st
 
-from shareprice import ui
+from shareprice import timing, ui
 
 st.title("v1 (JSON) vs v2 (normalized) timings")
+st.caption(
+    "Each request shape answered three ways: **v1** parses the raw documents like the old "
+    "`/api/epochs`, **v2** reads the normalized tables, the **floor** is v2's SQL on a bare "
+    "cursor. Runs in a separate process with a time limit; you can stop it and keep using the "
+    "page. Terminal twins: `shareprice timings` (detailed, recorded) and `shareprice bench queries`."
+)
+
+JOB = "timings_job"
 
 with ui.database_guard():
     engine = ui.engine()
     with engine.connect() as conn:
-        epochs = conn.exec_driver_sql("SELECT count(*) FROM epochs").scalar_one()
-    if epochs == 0:
+        raw_epochs = conn.exec_driver_sql("SELECT count(*) FROM epochs").scalar_one()
+    if raw_epochs == 0:
         ui.empty_state()
+        st.stop()
+
+    job = st.session_state.get(JOB)
+    with st.form("timing_options"):
+        names = st.multiselect(
+            "Shapes",
+            [*timing.SHAPE_NAMES, timing.CUSTOM_SHAPE],
+            default=list(timing.SHAPE_NAMES),
+        )
+        st.caption("Custom shape (the explorer's controls): operators and an epoch range.")
+        ops_col, from_col, to_col, last_col = st.columns(4)
+        custom_operators = ops_col.text_input("Operator ids", placeholder="e.g. 0, 1, 2")
+        epoch_from = from_col.number_input("From epoch", min_value=0, value=None, step=1)
+        epoch_to = to_col.number_input("To epoch", min_value=0, value=None, step=1)
+        last_epochs = last_col.number_input("Or the last N epochs", min_value=1, value=None)
+        runs_col, v1_col, limit_col, timeout_col = st.columns(4)
+        runs = runs_col.number_input("Runs (v2, floor)", 1, 50, value=3)
+        v1_runs = v1_col.number_input("Runs of v1 (0 = skip)", 0, 20, value=1)
+        time_limit = limit_col.number_input("Time limit (s)", 10, 3600, value=300)
+        statement_timeout = timeout_col.number_input("Statement timeout (s)", 1, 3600, value=120)
+        cold_col, memory_col, explain_col = st.columns(3)
+        cold = cold_col.toggle("Cold and warm runs", value=True)
+        memory = memory_col.toggle("Python peak memory (tracemalloc)", value=True)
+        explain = explain_col.toggle("EXPLAIN (ANALYZE, BUFFERS)", value=True)
+        start = st.form_submit_button("Run", type="primary", disabled=bool(job and job.running))
+
+    if start and names:
+        args = timing.job_arguments(
+            names=names,
+            operators=custom_operators,
+            epoch_from=epoch_from,
+            epoch_to=epoch_to,
+            last_epochs=last_epochs,
+            runs=runs,
+            v1_runs=v1_runs,
+            statement_timeout_s=statement_timeout,
+            cold=cold,
+            memory=memory,
+            explain=explain,
+        )
+        if job is not None:
+            job.cleanup()
+        url = engine.url.render_as_string(hide_password=False)
+        job = st.session_state[JOB] = timing.TimingJob.start(url, args, float(time_limit))
+
+    @st.fragment(run_every=1 if job is not None and job.running else None)
+    def job_panel() -> None:
+        current = st.session_state.get(JOB)
+        if current is None:
+            return
+        if current.enforce_time_limit():
+            st.warning("The run overran its time limit and was stopped.", icon="⏱️")
+        state = timing.job_progress(current.events())
+        if current.running:
+            step = state["current"] or {}
+            label = (
+                f"{step.get('shape', '')} {step.get('variant', '')} {step.get('cache', '')} "
+                f"run {step.get('run', '')}/{step.get('of', '')}"
+                if step.get("event") == "step"
+                else f"starting {step.get('shape', '')}"
+            )
+            st.progress(
+                state["fraction"],
+                text=f"{label} - {state['steps']}/{state['total_steps']} timed runs, "
+                f"{current.elapsed_s:.0f} s of at most {current.time_limit_s:.0f} s",
+            )
+            if st.button("Stop", icon="⏹️"):
+                current.stop()
+                timing.mark_stopped(engine, state["run_id"])
+                st.rerun()
+            return
+        st.session_state["timings_result"] = state
+        if state["result"] is None:
+            # Killed before it could say goodbye: keep what finished, and record the stop.
+            timing.mark_stopped(engine, state["run_id"])
+        if st.session_state.get("timings_shown") != id(current):
+            st.session_state["timings_shown"] = id(current)
+            st.rerun()  # full rerun: the form's Run button comes back, results render below
+
+    job_panel()
+
+    finished = st.session_state.get("timings_result")
+    if finished is not None:
+        result = finished["result"] or {}
+        shapes = timing.shapes_from_dicts(result.get("shapes") or finished["shapes_done"])
+        status = result.get("status", "stopped")
+        heading = f"This run ({status})"
+        if finished["not_saved"]:
+            st.info(finished["not_saved"], icon="🔒")
+        elif finished["run_id"] is not None:
+            st.caption(f"Recorded as timing run {finished['run_id']}.")
+        for line in finished["output"][-5:]:
+            st.caption(line)
+        cold_method = result.get("cold_method")
     else:
-        st.write(f"{epochs:,} raw epochs stored.")
+        latest = timing.load_run(engine)
+        shapes = latest["shapes"] if latest else []
+        heading = (
+            f"Latest recorded run {latest['run']['run_id']} ({latest['run']['status']}, "
+            f"{latest['run']['started_at']:%Y-%m-%d %H:%M})"
+            if latest
+            else ""
+        )
+        cold_method = latest["run"]["cold_method"] if latest else None
+        if not latest:
+            st.info("No timing runs yet: choose shapes and press **Run**.")
+
+    if shapes:
+        st.subheader(heading)
+        for shape in shapes:
+            if shape.equal is True:
+                st.success(f"`{shape.name}`: v1 and v2 returned equal results.", icon="🟰")
+            elif shape.equal is False:
+                st.error(f"`{shape.name}`: v1 and v2 returned DIFFERENT results.", icon="≠")
+        st.dataframe(timing.detailed_table(shapes), hide_index=True)
+        if cold_method:
+            st.caption(f"Cold runs: {cold_method}.")
+        st.caption(
+            "bytes: the result's size (polars) for v1/v2, its text size on the wire for the "
+            "floor. Python peak: tracemalloc during one extra run (Python objects only, not "
+            "polars' or libpq's native buffers)."
+        )
+        st.plotly_chart(timing.timings_figure(shapes), width="stretch")
+        for shape in shapes:
+            for variant, plan in sorted(shape.plans.items()):
+                with st.expander(f"EXPLAIN (ANALYZE, BUFFERS): {shape.name}, {variant}"):
+                    st.code(plan, language="text")
+
+    st.subheader("History")
+    past = timing.history(engine)
+    if past:
+        st.plotly_chart(timing.history_figure(past), width="stretch")
+        st.dataframe(past, hide_index=True)
+    else:
+        st.write("No recorded runs yet.")
