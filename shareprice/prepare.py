@@ -49,5 +49,22 @@ def _demo_loader() -> Callable[[Engine, Callable[[str], None]], None] | None:
 
 
 def _backfiller() -> Callable[[Engine, Callable[[str], None]], None] | None:
-    """The incremental backfill step, once it exists (backfill issue)."""
-    return None
+    """The incremental backfill step: normalizes only new or changed epochs (seconds when
+    nothing changed); if another backfill is running, the dashboard shows its progress."""
+    from shareprice import backfill
+
+    def run_backfill(engine: Engine, echo: Callable[[str], None]) -> None:
+        try:
+            summary = backfill.run_backfill(engine, backfill.Options())
+        except backfill.LockBusy as exc:
+            echo(f"backfill: skipped, {exc}")
+            return
+        if summary.status == "nothing-to-do":
+            echo("backfill: every epoch is normalized")
+            return
+        echo(
+            f"backfill: {summary.epochs_done:,} epochs normalized, {summary.epochs_failed:,} "
+            f"failed, in {summary.seconds:.1f}s (run {summary.run_id})"
+        )
+
+    return run_backfill

@@ -307,6 +307,8 @@ def parse_batch(
                     )
             except ParseError as exc:
                 chain.forget()
+                if exc.epoch is None:  # e.g. "not a JSON object": say which epoch anyway
+                    exc = ParseError(exc.reason, raw.epoch, exc.entry)
                 yield ParsedEpoch(raw, raw.epoch, "storage_dump", [], [], exc)
                 continue
             parsed = ParsedEpoch(raw, epoch, fmt, operators, prices, None)
