@@ -174,6 +174,28 @@ def raw_small_summary(_raw_small: tuple[URL, object]):
 
 
 @pytest.fixture(scope="session")
+def normalized_small_url(pg_admin_url: URL, raw_small_url: URL) -> Iterator[URL]:
+    """A copy of raw_small_url after one complete `shareprice backfill` (normalized tables,
+    operators_metadata, epoch_normalizations, one succeeded backfill_runs row, nothing pending).
+    Built once per session.
+
+    READ-ONLY: every test shares it. A test that writes works on its own copy:
+    `clone_database(pg_admin_url, normalized_small_url)`, then `drop_database` it.
+    """
+    from shareprice import backfill
+
+    url = clone_database(pg_admin_url, raw_small_url)
+    engine = sa.create_engine(url)
+    try:
+        summary = backfill.run_backfill(engine, backfill.Options(workers=1))
+    finally:
+        engine.dispose()
+    assert summary.status == "succeeded" and summary.epochs_failed == 0, summary
+    yield url
+    drop_database(pg_admin_url, url)
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real samples not found at {SHARED_DATA}")
