@@ -51,8 +51,10 @@ async def _wait_idle_captions(page, previous: str | None, timeout_s: float) -> s
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = await _captions(page)
-        running = await page.locator('[data-testid="stStatusWidget"]').count()
-        if SERVER_TIME.search(text) and text != previous and not running:
+        # Streamlit keeps the previous run's elements on screen, marked stale, until the new
+        # run replaces them: a caption read while any element is stale may be the old one.
+        stale = await page.locator('[data-stale="true"]').count()
+        if SERVER_TIME.search(text) and text != previous and not stale:
             return text
         await asyncio.sleep(0.05)
     raise TimeoutError("the explorer did not finish a run in time")
@@ -72,7 +74,7 @@ async def _session(browser, url: str, reruns: int, timeout_s: float) -> SessionR
             clicked = time.perf_counter()
             await (
                 page.locator('[data-testid="stButtonGroup"]')
-                .get_by_role("button", name=label, exact=True)
+                .get_by_role("radio", name=label, exact=True)
                 .click()
             )
             text = await _wait_idle_captions(page, text, timeout_s)
@@ -90,11 +92,9 @@ async def _session(browser, url: str, reruns: int, timeout_s: float) -> SessionR
 async def _run_sessions(url: str, sessions: int, reruns: int, timeout_s: float):
     from playwright.async_api import async_playwright
 
-    user_data = tempfile.mkdtemp(prefix="shareprice-load-chromium-")
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, f"--user-data-dir={user_data}"]
-        )
+        # launch() always starts Chromium with a fresh temporary profile (its user data dir).
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             return await asyncio.gather(
                 *(_session(browser, url, reruns, timeout_s) for _ in range(sessions))
