@@ -105,7 +105,8 @@ def _pending_epochs(conn: Connection) -> int:
 
 
 # The replacement gets the grants its predecessor (now comprehensive_analytics_old) had, so a
-# read-only dashboard role keeps reading. format('%s') of quote_ident'ed role names.
+# read-only dashboard role keeps reading. Role names are quote_ident'ed; privilege types are
+# aclexplode's keywords. (No '%' in this text: the driver would take it for a placeholder.)
 _INSTALL_V2 = """
 CREATE VIEW comprehensive_analytics AS SELECT * FROM comprehensive_analytics_v2;
 COMMENT ON VIEW comprehensive_analytics IS 'shareprice:comprehensive_analytics_v2';
@@ -120,7 +121,7 @@ BEGIN
         LEFT JOIN pg_roles AS r ON r.oid = a.grantee
         WHERE c.oid = 'comprehensive_analytics_old'::regclass AND a.grantee <> c.relowner
     LOOP
-        EXECUTE format('GRANT %s ON comprehensive_analytics TO %s', g.privilege_type, g.grantee);
+        EXECUTE 'GRANT ' || g.privilege_type || ' ON comprehensive_analytics TO ' || g.grantee;
     END LOOP;
 END
 $$;

@@ -1,0 +1,122 @@
+"""Backups that restore: dump + manifest, restore into an empty database with counts and
+checksums verified, refusal of a non-empty target, --verify, and tampering detected."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+from backfill_helpers import connect
+from click.testing import CliRunner
+from conftest import clone_database, drop_database, new_database
+
+from shareprice import backup
+from shareprice.cli import main
+
+
+def _url(url) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture()
+def source(pg_admin_url, normalized_small_url):
+    url = clone_database(pg_admin_url, normalized_small_url)
+    yield url
+    drop_database(pg_admin_url, url)
+
+
+@pytest.fixture()
+def empty_target(pg_admin_url):
+    url = new_database(pg_admin_url, None)
+    yield url
+    drop_database(pg_admin_url, url)
+
+
+def _make_backup(source, out: Path) -> Path:
+    result = CliRunner().invoke(main, ["backup", "--url", _url(source), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    match = re.search(r"^backup (\S+):", result.output, re.M)
+    assert match, result.output
+    directory = Path(match.group(1))
+    assert directory.parent == out
+    assert re.fullmatch(r"\d{8}T\d{6}Z(-\d+)?", directory.name)
+    return directory
+
+
+def test_backup_restores_into_an_empty_database_with_equal_counts_and_checksums(
+    source, empty_target, tmp_path
+):
+    directory = _make_backup(source, tmp_path)
+    manifest = orjson.loads((directory / "manifest.json").read_bytes())
+    assert (directory / "shareprice.dump").stat().st_size == manifest["dump"]["bytes"] > 0
+    with connect(source) as conn:
+        counts = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608 (constants)
+            for t in ("epochs", "operator_share_prices", "operator_chain_share_prices")
+        }
+        source_checks, source_sequences = backup.database_checks(conn)
+    for table, rows in counts.items():
+        assert manifest["tables"][table]["rows"] == rows > 0
+    assert manifest["server_version"].startswith("18") or manifest["server_version"]
+    assert manifest["sequences"]["data_version_seq"] == source_sequences["data_version_seq"]
+
+    result = CliRunner().invoke(main, ["restore", str(directory), "--into", _url(empty_target)])
+    assert result.exit_code == 0, result.output
+    assert "counts and checksums match the manifest" in result.output
+    with connect(empty_target) as conn:
+        target_checks, target_sequences = backup.database_checks(conn)
+    assert target_checks == source_checks
+    assert target_sequences == source_sequences
+
+    # A second restore into the now non-empty database is refused, unless forced.
+    again = CliRunner().invoke(main, ["restore", str(directory), "--into", _url(empty_target)])
+    assert again.exit_code == 1 and "is not empty" in again.output
+    forced = CliRunner().invoke(
+        main, ["restore", str(directory), "--into", _url(empty_target), "--force"]
+    )
+    assert forced.exit_code == 0, forced.output
+
+
+def test_verify_checks_without_touching_existing_databases(source, tmp_path):
+    directory = _make_backup(source, tmp_path)
+    with connect(source) as conn:
+        databases = conn.execute("SELECT count(*) FROM pg_database").fetchone()[0]
+    ok = CliRunner().invoke(main, ["backup", "--url", _url(source), "--verify", str(directory)])
+    assert ok.exit_code == 0, ok.output
+    assert "OK (sha256, listing and test restore" in ok.output
+    with connect(source) as conn:  # the scratch database is gone again
+        assert conn.execute("SELECT count(*) FROM pg_database").fetchone()[0] == databases
+
+    # A changed dump is caught by its sha256.
+    dump = directory / "shareprice.dump"
+    dump.write_bytes(dump.read_bytes() + b"x")
+    bad = CliRunner().invoke(main, ["backup", "--verify", str(directory), "--no-restore-test"])
+    assert bad.exit_code == 1 and "sha256 differs" in bad.output
+
+
+def test_restore_reports_a_table_that_does_not_match(source, empty_target, tmp_path):
+    directory = _make_backup(source, tmp_path)
+    path = directory / "manifest.json"
+    manifest = orjson.loads(path.read_bytes())
+    manifest["tables"]["operator_shares"]["checksum"] = "12345"
+    path.write_bytes(orjson.dumps(manifest))
+    result = CliRunner().invoke(main, ["restore", str(directory), "--into", _url(empty_target)])
+    assert result.exit_code == 1
+    assert "operator_shares: checksum differs" in result.output
+    assert "does NOT match the manifest" in result.output
+
+
+def test_checksums_see_a_changed_value(source):
+    with connect(source) as conn:
+        before = {c.table: c for c in backup.database_checks(conn)[0]}
+        conn.execute(
+            "UPDATE operator_share_prices SET share_price_perq = share_price_perq + 1 "
+            "WHERE (operator_id, epoch) = (SELECT operator_id, epoch FROM operator_share_prices "
+            "LIMIT 1)"
+        )
+        after = {c.table: c for c in backup.database_checks(conn)[0]}
+    assert after["operator_share_prices"].rows == before["operator_share_prices"].rows
+    assert after["operator_share_prices"].checksum != before["operator_share_prices"].checksum
+    assert after["operator_shares"] == before["operator_shares"]
