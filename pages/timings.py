@@ -88,13 +88,13 @@ with ui.database_guard():
             )
             if st.button("Stop", icon="⏹️"):
                 current.stop()
-                timing.mark_stopped(engine, state["run_id"])
                 st.rerun()
             return
-        st.session_state["timings_result"] = state
+        status, error = timing.job_outcome(current)
+        st.session_state["timings_result"] = state | {"status": status, "error": error}
         if state["result"] is None:
-            # Killed before it could say goodbye: keep what finished, and record the stop.
-            timing.mark_stopped(engine, state["run_id"])
+            # Killed, or failed, before it could record its end: keep what finished.
+            timing.mark_finished(engine, state["run_id"], status, error)
         if st.session_state.get("timings_shown") != id(current):
             st.session_state["timings_shown"] = id(current)
             st.rerun()  # full rerun: the form's Run button comes back, results render below
@@ -105,14 +105,11 @@ with ui.database_guard():
     if finished is not None:
         result = finished["result"] or {}
         shapes = timing.shapes_from_dicts(result.get("shapes") or finished["shapes_done"])
-        status = result.get("status", "stopped")
-        heading = f"This run ({status})"
+        heading = f"This run ({finished['status']})"
         if finished["not_saved"]:
             st.info(finished["not_saved"], icon="🔒")
         elif finished["run_id"] is not None:
             st.caption(f"Recorded as timing run {finished['run_id']}.")
-        for line in finished["output"][-5:]:
-            st.caption(line)
         cold_method = result.get("cold_method")
     else:
         latest = timing.load_run(engine)
@@ -127,8 +124,16 @@ with ui.database_guard():
         if not latest:
             st.info("No timing runs yet: choose shapes and press **Run**.")
 
-    if shapes:
+    if heading:
         st.subheader(heading)
+    if finished is not None and finished["status"] != "completed":
+        st.warning(
+            f"The run ended early ({finished['status']}"
+            + (f": {finished['error']}" if finished["error"] else "")
+            + f"); {len(shapes)} shape(s) finished before that.",
+            icon="⏹️",
+        )
+    if shapes:
         for shape in shapes:
             if shape.equal is True:
                 st.success(f"`{shape.name}`: v1 and v2 returned equal results.", icon="🟰")

@@ -556,6 +556,62 @@ def _metadata_seen_range(conn: Connection, scope: Scope) -> Outcome:
     )
 
 
+#: The two definitions of comprehensive_analytics (sql/011) that must agree.
+ANALYTICS_V1 = "comprehensive_analytics_v1"
+ANALYTICS_V2 = "comprehensive_analytics_v2"
+
+
+@check(
+    "comprehensive_analytics_agree",
+    "comprehensive_analytics computed from the raw documents (v1, SQL over epochs.data) equals "
+    "the one computed from the normalized tables (v2), column by column, on every normalized "
+    "epoch. Count: epochs that differ; examples: the columns that differ.",
+    reads_raw=True,
+)
+def _comprehensive_analytics_agree(conn: Connection, scope: Scope) -> Outcome:
+    # Only epochs normalized from their current document: a gap or a stale epoch is
+    # epochs_normalized's fault, not a disagreement of the two definitions.
+    rows = conn.execute(
+        text(
+            f"""
+            WITH scope AS (
+                SELECT n.epoch FROM epoch_normalizations n
+                JOIN epochs e ON e.epoch = n.epoch AND e.revision = n.revision
+                WHERE {EPOCH_IN_SCOPE.format(col="n.epoch")}
+            ), v1 AS (
+                SELECT a.* FROM {ANALYTICS_V1} a WHERE a.epoch IN (SELECT epoch FROM scope)
+            ), v2 AS (
+                SELECT a.* FROM {ANALYTICS_V2} a WHERE a.epoch IN (SELECT epoch FROM scope)
+            )
+            SELECT coalesce(v1.epoch, v2.epoch) AS epoch,
+                   to_jsonb(v1) AS v1, to_jsonb(v2) AS v2
+            FROM v1 FULL JOIN v2 ON v2.epoch = v1.epoch
+            WHERE to_jsonb(v1) IS DISTINCT FROM to_jsonb(v2)
+            ORDER BY 1
+            """  # noqa: S608 - only constant names and SQL fragments are formatted in
+        ),
+        scope.params,
+    ).all()
+    examples = []
+    for r in rows[:MAX_EXAMPLES]:
+        v1, v2 = r.v1 or {}, r.v2 or {}
+        differing = sorted(k for k in set(v1) | set(v2) if v1.get(k) != v2.get(k))
+        examples.append(
+            {
+                "epoch": r.epoch,
+                "columns": ", ".join(differing) if v1 and v2 else "row missing",
+                "v1": {k: _num(v1.get(k)) for k in differing} if v1 else None,
+                "v2": {k: _num(v2.get(k)) for k in differing} if v2 else None,
+            }
+        )
+    return Outcome(
+        _status(len(rows)),
+        len(rows),
+        examples,
+        f"compared {ANALYTICS_V1} and {ANALYTICS_V2} on " + scope.describe(),
+    )
+
+
 @check(
     "operator_continuity",
     "Each operator has a price in every normalized epoch between its first and last (the old "

@@ -800,9 +800,13 @@ def run_detailed(
     save: bool = True,
     source: str = "cli",
     on_event: Callable[[dict[str, Any]], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> DetailedRun:
     """Measure every shape in detail, recording the run shape by shape as it goes (so a run
-    stopped half-way keeps what it measured). Time limit: between runs, wall clock."""
+    stopped half-way keeps what it measured). Time limit: between runs, wall clock.
+
+    A stop (KeyboardInterrupt, or any error while `stop_requested()` says so: an interrupted
+    query surfaces as a cancelled statement) ends the run as 'stopped', not 'failed'."""
     emit = on_event or (lambda event: None)
     deadline = time.monotonic() + time_limit_s if time_limit_s else None
     cold_method = make_cold(engine) if cold else None
@@ -854,6 +858,15 @@ def run_detailed(
     except KeyboardInterrupt:
         status, error = "stopped", "stopped by the user"
     except Exception as exc:  # recorded with the run, then re-raised for the caller
+        if stop_requested is not None and stop_requested():
+            status, error = "stopped", "stopped by the user"
+            if run_id is not None:
+                finish_run(engine, run_id, status, error)
+            run = DetailedRun(
+                results, status, run_id, not_saved, cold_method, database_profile(engine), error
+            )
+            emit({"event": "done", "run": run.to_json_dict()})
+            return run
         status, error = "failed", f"{type(exc).__name__}: {exc}"
         if run_id is not None:
             finish_run(engine, run_id, status, error)
@@ -883,6 +896,8 @@ class TimingJob:
     output_path: str
     started: float
     time_limit_s: float
+    #: Why the page ended the child: None (it finished by itself), 'stopped' or 'timed_out'.
+    ended_by: str | None = None
 
     @classmethod
     def start(cls, url: str, args: list[str], time_limit_s: float) -> TimingJob:
@@ -943,11 +958,12 @@ class TimingJob:
                 out.append(event)
         return out
 
-    def stop(self, grace_s: float = 5.0) -> None:
+    def stop(self, grace_s: float = 5.0, reason: str = "stopped") -> None:
         import subprocess
 
         if not self.running:
             return
+        self.ended_by = reason
         self.process.terminate()
         try:
             self.process.wait(timeout=grace_s)
@@ -959,7 +975,7 @@ class TimingJob:
         """Stop the child when it overran its wall-clock limit (it checks only between runs,
         and one v1 run can be long); True when it had to be stopped."""
         if self.running and self.elapsed_s > self.time_limit_s + grace_s:
-            self.stop()
+            self.stop(reason="timed_out")
             return True
         return False
 
@@ -970,6 +986,19 @@ class TimingJob:
         self.stop()
         with contextlib.suppress(OSError):
             os.unlink(self.output_path)
+
+
+def job_outcome(job: TimingJob) -> tuple[str, str | None]:
+    """(status, error) of a finished job, also when the child could not say it itself (killed,
+    or it failed before measuring: its last output line is the reason)."""
+    state = job_progress(job.events())
+    if state["result"] is not None:
+        return state["result"]["status"], state["result"].get("error")
+    if job.ended_by is not None:
+        return job.ended_by, f"{job.ended_by.replace('_', ' ')} from the timings page"
+    return "failed", (
+        state["output"][-1] if state["output"] else f"exit status {job.process.returncode}"
+    )
 
 
 def job_progress(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1136,8 +1165,8 @@ def job_arguments(
     return args
 
 
-def mark_stopped(engine: Engine, run_id: int | None) -> None:
-    """Record a run its process could not finish (stopped or killed) as stopped."""
+def mark_finished(engine: Engine, run_id: int | None, status: str, error: str | None) -> None:
+    """Record the end of a run whose process could not record it (killed, or it failed)."""
     from sqlalchemy import exc
 
     from shareprice.checks import is_read_only_error
@@ -1145,7 +1174,7 @@ def mark_stopped(engine: Engine, run_id: int | None) -> None:
     if run_id is None:
         return
     try:
-        finish_run(engine, int(run_id), "stopped", "stopped from the timings page")
+        finish_run(engine, int(run_id), status, error)
     except exc.DBAPIError as error:
         if not is_read_only_error(error):
             raise

@@ -221,7 +221,10 @@ def timings_cmd(
             raise click.UsageError(f"custom shape: {exc}") from None
         selected.append(timing.custom_shape(request))
 
+    stopping: list[bool] = []
+
     def on_term(signum, frame):  # the page's Stop button: record 'stopped', then exit
+        stopping.append(True)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
@@ -249,6 +252,7 @@ def timings_cmd(
         save=not no_save,
         source=source,
         on_event=emit,
+        stop_requested=lambda: bool(stopping),
     )
     if events:
         return
