@@ -140,24 +140,24 @@ with ui.page_guard():
     st.plotly_chart(figure, key="ex_chart", config={"displaylogo": False})
     st.caption(explorer.describe(state, series, lo, hi, dates_known=bool(dates)))
 
-    # --- operators table ----------------------------------------------------------------------
-    percent = st.column_config.NumberColumn(format="%.6f%%")
-    column_config = {
-        "Share price": st.column_config.NumberColumn(format="%.12f"),
-        "Stake (AI3)": st.column_config.NumberColumn(format="%,.4f"),
-        **{f"{d}d {k} %": percent for d in (1, 7, 30) for k in ("yield", "APY")},
-    }
+    # --- operators: the selected ones as a light table, all of them on demand -------------
     st.subheader("Selected operators")
     selected = operators.filter(operators["operator_id"].is_in(list(state.operators)))
-    st.dataframe(
-        explorer.operator_table(selected, state.unit), hide_index=True, column_config=column_config
-    )
-    with st.expander(f"All {operators.height:,} operators"):
+    if selected.height:
+        st.table(
+            explorer.operator_cards(selected, state.unit), border="horizontal", hide_index=True
+        )
+    if st.toggle(f"Show all {operators.height:,} operators", key="ex_all_table"):
+        percent = st.column_config.NumberColumn(format="%.6f%%")
         st.dataframe(
             explorer.operator_table(operators, state.unit),
             hide_index=True,
-            column_config=column_config,
             height=420,
+            column_config={
+                "Share price": st.column_config.NumberColumn(format="%.12f"),
+                "Stake (AI3)": st.column_config.NumberColumn(format="%,.4f"),
+                **{f"{d}d {k} %": percent for d in (1, 7, 30) for k in ("yield", "APY")},
+            },
         )
 
     # --- downloads: exactly the points drawn above ------------------------------------------

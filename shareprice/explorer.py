@@ -338,6 +338,40 @@ def operator_table(operators: pl.DataFrame, unit: Unit) -> pl.DataFrame:
     )
 
 
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.4g}%"
+
+
+def operator_cards(operators: pl.DataFrame, unit: Unit) -> pl.DataFrame:
+    """The selected operators as display text: full-precision price and exact Shannons as they
+    are, floats only where a rounded number is what a reader wants (AI3 stake, percentages)."""
+    from shareprice.queries import perq_to_decimal
+
+    rows = []
+    ordered = operators.sort(["stake", "operator_id"], descending=[True, False], nulls_last=True)
+    for op in ordered.iter_rows(named=True):
+        stake = op["stake"]
+        if stake is None:
+            stake_text = "–"
+        elif unit == "AI3":
+            stake_text = f"{stake / 10**18:,.4f}"
+        else:
+            stake_text = f"{stake:,}"
+        row = {
+            "Operator": f"#{op['operator_id']} {op['name']}",
+            "Status": op["status"] or "unknown",
+            "Tax": "–" if op["nomination_tax"] is None else f"{op['nomination_tax']}%",
+            "Share price (exact)": perq_to_decimal(op["share_price_perq"]) or "–",
+            f"Stake ({unit})": stake_text,
+        }
+        for days in (1, 7, 30):
+            row[f"{days}d yield"] = _percent(op[f"yield_{days}d"])
+            row[f"{days}d APY"] = _percent(op[f"apy_{days}d"])
+        row["Latest epoch"] = "–" if op["latest_epoch"] is None else f"{op['latest_epoch']:,}"
+        rows.append(row)
+    return pl.DataFrame(rows, schema={k: pl.String for k in rows[0]} if rows else None)
+
+
 def download_name(state: ExplorerState, lo: int, hi: int) -> str:
     return f"shareprice_epochs_{lo}-{hi}_{state.mode}_{state.unit.lower()}"
 
