@@ -107,6 +107,8 @@ class BatchResult:
     failures: list[tuple[int, str]]
     rows: dict[str, int]
     seconds: float
+    #: Of `seconds`, fetching and parsing (the rest: writing and committing).
+    read_seconds: float = 0.0
 
     @property
     def rows_total(self) -> int:
@@ -126,8 +128,13 @@ class Summary:
     failures: list[tuple[int, str]] = field(default_factory=list)
     #: Epochs in range that failed earlier at their current revision and were not retried.
     known_bad: int = 0
+    #: Summed over batches (across workers): time in batches, and of it fetching and parsing.
+    batch_seconds: float = 0.0
+    read_seconds: float = 0.0
 
     def add(self, result: BatchResult) -> None:
+        self.batch_seconds += result.seconds
+        self.read_seconds += result.read_seconds
         self.epochs_done += result.normalized
         self.epochs_failed += result.failed
         for table, n in result.rows.items():
@@ -191,6 +198,7 @@ def process_batch(
                 for parsed in parse_batch(rows, partial(load_document, conn), batch.add):
                     if parsed.error is not None:
                         batch.fail(parsed.raw, str(parsed.error))
+                read_s = time.perf_counter() - started
                 counts = write_batch(conn, batch, run_id, replace_all=replace_all)
         except psycopg.errors.UniqueViolation:
             if replace_all:
@@ -208,6 +216,7 @@ def process_batch(
             failures=[(f.epoch, f.reason) for f in batch.failures],
             rows=counts.as_dict(),
             seconds=time.perf_counter() - started,
+            read_seconds=read_s,
         )
     raise AssertionError("unreachable")
 

@@ -212,6 +212,9 @@ def run(
             "rows_per_s": round(rows / backfill_s),
             "peak_rss_mb": round(rss.peak / 2**20, 1),
             "failed_epochs": summary.epochs_failed,
+            # Where the batches' time went, summed over workers: fetch + parse vs write.
+            "read_s": round(summary.read_seconds, 2),
+            "write_s": round(summary.batch_seconds - summary.read_seconds, 2),
             "operator_states": summary.rows.get("operator_share_prices", 0),
             "workers": workers,
             "batch_size": batch_size,

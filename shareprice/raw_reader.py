@@ -50,6 +50,8 @@ from shareprice.records import Format
 #: The storage-key length of an OperatorEpochSharePrice entry: "0x" + pallet + item + u64 + 2 u32.
 _CHAIN_KEY_LEN = 2 + 32 + 32 + 16 + 8 + 8
 
+_ROWS_PER_FETCH = 8
+
 # The top-level keys and summary keys the parser reads from a storage dump (parser.py).
 _HEAD_KEYS = ("epoch", "endBlock", "endHash", "timestamp", "domainStakingSummary")
 _SUMMARY_KEYS = ("currentTotalStake", "currentEpochRewards")
@@ -68,11 +70,13 @@ SELECT s.epoch,
        CASE WHEN NOT f.fast THEN (SELECT e2.data::text FROM epochs AS e2 WHERE e2.epoch = s.epoch)
        END AS document
 FROM (
-    SELECT e.epoch, e.revision, n.revision AS normalized_revision,
+    SELECT e.epoch, e.revision,
+           (SELECT n.revision FROM epoch_normalizations AS n WHERE n.epoch = e.epoch)
+               AS normalized_revision,
            e.data || '{}'::jsonb AS d
     FROM epochs AS e
-    LEFT JOIN epoch_normalizations AS n ON n.epoch = e.epoch
     WHERE e.epoch = ANY(%(epochs)s::int[])
+    ORDER BY e.epoch
     OFFSET 0
 ) AS s
 CROSS JOIN LATERAL (
@@ -83,6 +87,9 @@ CROSS JOIN LATERAL (
            AND jsonb_typeof(s.d -> 'operators' -> 'entries') = 'array'
            AND coalesce(jsonb_typeof(s.d -> 'operatorEpochSharePrice'), 'null') IN ('null', 'object')
            AND coalesce(jsonb_typeof(s.d -> 'domainStakingSummary'), 'null') IN ('null', 'object')
+           AND coalesce(jsonb_typeof(s.d -> 'operators' -> 'count'), 'null') IN ('null', 'number')
+           AND coalesce(jsonb_typeof(s.d -> 'operatorEpochSharePrice' -> 'count'), 'null')
+               IN ('null', 'number')
            AS shaped
     OFFSET 0
 ) AS sh
@@ -118,9 +125,15 @@ LEFT JOIN LATERAL (
 CROSS JOIN LATERAL (
     SELECT coalesce(sh.shaped
                     AND cardinality(p.operator_values) = p.operator_entries
-                    AND (p.chain_values IS NULL OR cardinality(p.chain_values) = p.chain_entries),
+                    AND (p.chain_values IS NULL OR cardinality(p.chain_values) = p.chain_entries)
+                    -- a dump's count, when given, must match its entries (else the parser says)
+                    AND CASE WHEN jsonb_typeof(p.operator_count) = 'number'
+                             THEN p.operator_count::numeric = p.operator_entries ELSE true END
+                    AND CASE WHEN jsonb_typeof(p.chain_count) = 'number'
+                             THEN p.chain_count::numeric = p.chain_entries ELSE true END,
                     false) AS fast
 ) AS f
+ORDER BY s.epoch
 """
 
 
@@ -170,7 +183,10 @@ def configure(conn: psycopg.Connection) -> None:
 
 def fetch(conn: psycopg.Connection, epochs: Sequence[int]) -> Iterator[RawEpoch]:
     """The requested epochs, in epoch order (epochs that no longer exist are left out)."""
-    with conn.cursor(binary=True) as cur:
+    # A server-side cursor, a few rows per round trip: memory stays at a few documents whatever
+    # the batch size, and other statements (load_document) can run between fetches.
+    with conn.cursor(name="backfill_fetch", binary=True) as cur:
+        cur.itersize = _ROWS_PER_FETCH
         cur.execute(
             FETCH_SQL,
             {
@@ -179,19 +195,13 @@ def fetch(conn: psycopg.Connection, epochs: Sequence[int]) -> Iterator[RawEpoch]
                 "summary_keys": list(_SUMMARY_KEYS),
             },
         )
-        # Sorted here: an ORDER BY over these wide rows would spill to disk on the server.
-        rows = sorted(cur, key=_by_epoch)
-    for row in rows:
-        yield RawEpoch(*row)
+        for row in cur:
+            yield RawEpoch(*row)
 
 
 def load_document(conn: psycopg.Connection, epoch: int) -> str | None:
     row = conn.execute("SELECT data::text FROM epochs WHERE epoch = %s", (epoch,)).fetchone()
     return None if row is None else row[0]
-
-
-def _by_epoch(row: tuple[Any, ...]) -> int:
-    return row[0]
 
 
 class ChainDiff:
