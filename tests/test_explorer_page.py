@@ -212,3 +212,23 @@ def test_hostile_link_on_the_page(db_url, loaded, engine):
 def test_downloads_are_what_is_shown(db_url, loaded):
     at = run(AppTest.from_file(PAGE, default_timeout=60))
     assert {b.label for b in at.get("download_button")} == {"Download CSV", "Download Parquet"}
+
+
+def test_page_on_generated_demo_data(normalized_small_url, raw_small_summary, monkeypatch):
+    monkeypatch.setenv(
+        "SHAREPRICE_DATABASE_URL", normalized_small_url.render_as_string(hide_password=False)
+    )
+    at = run(AppTest.from_file(PAGE, default_timeout=60))
+    assert len(at.multiselect(key="ex_ops").value) == 8
+    caption = next(c.value for c in at.caption if "points drawn" in c.value)
+    assert "hover dates from indexer timestamps" in caption  # generated timestamps look live
+    ended = [*raw_small_summary.slashed, *raw_small_summary.deregistered]
+    at.multiselect(key="ex_ops").set_value(ended)
+    run(at)
+    spec = chart_spec(at)
+    marks = [t["text"][0] for t in spec["data"] if t.get("mode") == "markers+text"]
+    assert "slashed" in marks
+    assert any("UTC" in str(t.get("customdata")) for t in spec["data"] if t.get("customdata"))
+    table = at.table[0].value
+    assert len(table) == len(ended)
+    assert all(len(p.split(".")[1]) == 18 for p in table["Share price (exact)"])
