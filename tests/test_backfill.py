@@ -194,6 +194,15 @@ def _bad_documents(good: dict) -> dict[int, tuple[str, str]]:
 
     missing = dict(good, epoch=101)
     del missing["operators"]
+    miscounted = orjson.loads(orjson.dumps(good))
+    miscounted["epoch"] = 107
+    miscounted["operators"]["count"] += 1
+    no_value = orjson.loads(orjson.dumps(good))
+    no_value["epoch"] = 108
+    del no_value["operators"]["entries"][2]["value"]
+    chain_miscounted = orjson.loads(orjson.dumps(good))
+    chain_miscounted["epoch"] = 109
+    chain_miscounted["operatorEpochSharePrice"]["count"] = 1
     return {
         100: (with_operator(100, "currentTotalStake", "0xZZ"), "bad hex"),
         101: (orjson.dumps(missing).decode(), "operators"),
@@ -202,6 +211,9 @@ def _bad_documents(good: dict) -> dict[int, tuple[str, str]]:
         104: (with_operator(104, "currentTotalStake", "0x" + "f" * 40), "u128"),
         105: (with_operator(105, "currentTotalStake", -5), "negative"),
         106: (orjson.dumps(dict(good, epoch=999)).decode(), "stored as epoch 106"),
+        107: (orjson.dumps(miscounted).decode(), "entries"),
+        108: (orjson.dumps(no_value).decode(), "operators.entries[2]: missing field 'value'"),
+        109: (orjson.dumps(chain_miscounted).decode(), "operatorEpochSharePrice: count 1"),
     }
 
 
@@ -237,6 +249,9 @@ def test_bad_epochs_are_recorded_and_the_rest_normalized(db_url):
     assert sorted(raw_after) == sorted(raw_before)  # raw data never modified
     expected = expected_from_raw(db_url)
     assert actual(db_url).prices == expected.prices
+    # The parser's own message for the whole document, whichever path read it.
+    for epoch in set(bad) - {106}:
+        assert errors[epoch].endswith(expected.failed[epoch]), (errors[epoch], expected.failed)
 
     # Known-bad documents are not retried until they change (or --retry-failed).
     again = CliRunner().invoke(main, ["backfill", "--workers", "1"])
@@ -329,3 +344,27 @@ def test_real_samples_of_both_formats(db_url, shared_data):
         None,
     )
     assert actual(db_url).prices == expected_from_raw(db_url).prices
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_lost_connection_ends_the_run_clearly(raw_copy, workers):
+    proc = start_cli(raw_copy, "backfill", "--batch-size", "1", "--workers", workers, "-q")
+    try:
+        with connect(raw_copy) as conn:
+            deadline = time.monotonic() + 60
+            while conn.execute("SELECT count(*) FROM epoch_normalizations").fetchone()[0] < 5:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.01)
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name LIKE 'shareprice backfill%'"
+            )
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, (out, err)
+        assert "database connection lost" in err
+        with connect(raw_copy) as conn:
+            status, error = conn.execute("SELECT status, error FROM backfill_runs").fetchone()
+        assert status == "interrupted" and "connection lost" in error
+    finally:
+        if proc.poll() is None:
+            proc.kill()
