@@ -562,9 +562,9 @@ def finish_series(frame: pl.DataFrame) -> pl.DataFrame:
 # --- the all-operators band -----------------------------------------------------------------------
 
 # Per epoch, the 5/25/50/75/95th percentile of every operator's price: what the overview draws
-# instead of 900 traces. percentile_disc picks real prices (exact NUMERIC). A generous local
-# work_mem keeps the sort of ~3.5 M rows in memory instead of spilling to disk.
-_BAND_SQL = sql.SQL("""
+# instead of 900 traces. percentile_disc picks real prices (exact NUMERIC). This is the live
+# computation: it sorts every price of the window (0.7-1.1 s for all ~3.5 M at seed scale).
+_BAND_LIVE_SQL = sql.SQL("""
 SELECT epoch, n AS operators, q[1] AS p05, q[2] AS p25, q[3] AS p50, q[4] AS p75, q[5] AS p95
 FROM (
     SELECT epoch, count(*) AS n,
@@ -574,6 +574,35 @@ FROM (
     WHERE {filter}
     GROUP BY epoch
 ) AS per_epoch
+""")
+# What v2 reads: the band stored per epoch by sql/020 (kept by triggers on the backfill's epoch
+# marks), trusted only where its operator count equals the mark's; any other normalized epoch of
+# the window (none, normally) is computed live right here, so the answer is never stale.
+_BAND_SQL = sql.SQL("""
+WITH marks AS (
+    SELECT n.epoch, n.operator_count FROM epoch_normalizations n WHERE {marks_filter}
+), stored AS (
+    SELECT b.epoch, b.operators, b.p05, b.p25, b.p50, b.p75, b.p95
+    FROM epoch_price_bands b
+    JOIN marks m ON m.epoch = b.epoch AND m.operator_count = b.operators
+), stale AS (
+    SELECT m.epoch FROM marks m
+    WHERE m.operator_count > 0 AND NOT EXISTS (SELECT 1 FROM stored s WHERE s.epoch = m.epoch)
+), live AS (
+    SELECT epoch, n AS operators, q[1] AS p05, q[2] AS p25, q[3] AS p50, q[4] AS p75, q[5] AS p95
+    FROM (
+        SELECT p.epoch, count(*) AS n,
+               percentile_disc(ARRAY[{fractions}]::float8[])
+                   WITHIN GROUP (ORDER BY p.share_price_perq) AS q
+        FROM operator_share_prices p
+        WHERE p.epoch BETWEEN (SELECT min(epoch) FROM stale) AND (SELECT max(epoch) FROM stale)
+          AND p.epoch IN (SELECT epoch FROM stale)
+        GROUP BY p.epoch
+    ) AS per_epoch
+)
+SELECT * FROM stored
+UNION ALL
+SELECT * FROM live
 """)
 # With max_points, the band's epochs are reduced like an operator's series: equal runs of epochs,
 # keeping each run's first and last epoch and the epochs of its lowest p5 and highest p95, so
@@ -601,32 +630,44 @@ BAND_POINTS_PER_BUCKET = 4
 _BAND_WORK_MEM = "256MB"
 
 
-def band_plan(window: Window, max_points: int | None = None) -> Plan:
-    condition, params = _filters(None, window, "p")
+def band_plan(window: Window, max_points: int | None = None, *, live: bool = False) -> Plan:
+    """The band's SQL: stored (what v2 reads) or `live` (recomputed from every price)."""
     fractions = sql.SQL(", ").join(sql.Literal(f) for f in BAND_FRACTIONS)
-    band = _BAND_SQL.format(fractions=fractions, filter=condition)
+    if live:
+        condition, params = _filters(None, window, "p")
+        band = _BAND_LIVE_SQL.format(fractions=fractions, filter=condition)
+    else:
+        condition, params = _filters(None, window, "n")
+        band = _BAND_SQL.format(fractions=fractions, marks_filter=condition)
+    name = "band_live" if live else "band_v2"
     if max_points is None:
-        return Plan("band_v2", sql.SQL("{} ORDER BY epoch").format(band), params)
+        return Plan(name, sql.SQL("{} ORDER BY epoch").format(band), params)
     query = sql.SQL("{} ORDER BY epoch").format(_BAND_DOWNSAMPLED.format(band=band))
     params = {
         **params,
         "max_points": max_points,
         "buckets": max_points // BAND_POINTS_PER_BUCKET,
     }
-    return Plan("band_v2", query, params)
+    return Plan(name, query, params)
 
 
-def band_v2(engine: Engine, request: SeriesRequest) -> pl.DataFrame:
+def band_v2(engine: Engine, request: SeriesRequest, *, live: bool = False) -> pl.DataFrame:
     """Percentile band of all operators' prices per epoch over the request's epochs, at most
     max_points epochs (see _BAND_DOWNSAMPLED). The request's operators do not apply: the band
-    is always every operator."""
+    is always every operator. `live` recomputes it from every price instead of reading the
+    stored band (the benchmark's comparison; same result)."""
     with _connection(engine) as conn:
         window = _window(conn, request, _LATEST_NORMALIZED_SQL)
         if window.empty:
             return finish_band(pl.DataFrame(schema=BAND_EXACT_SCHEMA))
         conn.execute("SELECT set_config('work_mem', %s, true)", (_BAND_WORK_MEM,))
-        frame = _copy_frame(conn, band_plan(window, request.max_points), BAND_EXACT_SCHEMA)
+        plan = band_plan(window, request.max_points, live=live)
+        frame = _copy_frame(conn, plan, BAND_EXACT_SCHEMA)
     return finish_band(frame)
+
+
+def band_live(engine: Engine, request: SeriesRequest) -> pl.DataFrame:
+    return band_v2(engine, request, live=True)
 
 
 def downsample_band_rows(rows: Sequence[tuple], max_points: int) -> list[tuple]:

@@ -77,15 +77,27 @@ def largest_operators(engine: Engine, count: int) -> tuple[int, ...]:
     return queries.largest_operators(queries.operators(engine), count)
 
 
+def longest_operators(engine: Engine, count: int) -> tuple[int, ...]:
+    """The `count` operators with the longest history (then the largest stake): "all epochs x
+    N operators" should mean every epoch, as the old dashboard's hard-coded operators 0-3 did,
+    not the few hundred epochs of a large late registrant."""
+    ops = queries.operators(engine).filter(pl.col("latest_epoch").is_not_null())
+    ranked = ops.with_columns(
+        (pl.col("last_seen_epoch") - pl.col("first_seen_epoch")).alias("span")
+    ).sort(["span", "stake", "operator_id"], descending=[True, True, False], nulls_last=True)
+    return tuple(sorted(ranked.head(count)["operator_id"].to_list()))
+
+
 def shapes(engine: Engine, names: Iterable[str] = SHAPE_NAMES) -> list[Shape]:
-    """The named request shapes, resolved against the data (which operators are largest)."""
-    top = largest_operators(engine, 4)
+    """The named request shapes, resolved against the data (which operators span the most
+    epochs)."""
+    top = longest_operators(engine, 4)
     catalogue = {
         "all_epochs_4_operators": Shape(
             "all_epochs_4_operators",
             "series",
             queries.SeriesRequest(operators=top),
-            "every epoch of the 4 largest operators, full resolution",
+            "every epoch of the 4 operators with the longest history, full resolution",
         ),
         "all_epochs_all_operators": Shape(
             "all_epochs_all_operators",
@@ -103,8 +115,8 @@ def shapes(engine: Engine, names: Iterable[str] = SHAPE_NAMES) -> list[Shape]:
         "one_operator": Shape(
             "one_operator",
             "series",
-            queries.SeriesRequest(operators=top[:1]),
-            "every epoch of the largest operator",
+            queries.SeriesRequest(operators=longest_operators(engine, 1)),
+            "every epoch of the operator with the longest history",
         ),
     }
     unknown = [n for n in names if n not in catalogue]

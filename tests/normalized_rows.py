@@ -47,19 +47,27 @@ def load(
                 "INSERT INTO epochs (epoch, end_block, indexed_at, data) VALUES (%s, %s, %s, '{}')",
                 [(e, (end_blocks or {}).get(e), (indexed_at or {}).get(e)) for e in epochs],
             )
-            cur.executemany(
+            # one COPY per table, every operator of every epoch at once, as the backfill does
+            with cur.copy(
+                "COPY operator_share_prices (operator_id, epoch, share_price_perq, source) "
+                "FROM STDIN"
+            ) as copy:
+                for r in rows:
+                    copy.write_row((r.operator_id, r.epoch, r.price, "storage_dump"))
+            with cur.copy(
+                "COPY operator_shares (operator_id, epoch, stake_raw, shares_raw, rewards_raw) "
+                "FROM STDIN"
+            ) as copy:
+                for r in rows:
+                    copy.write_row((r.operator_id, r.epoch, r.stake, r.shares, r.rewards))
+            # marks after the rows, in the same transaction, as the backfill does
+            counts: dict[int, int] = {}
+            for r in rows:
+                counts[r.epoch] = counts.get(r.epoch, 0) + 1
+            cur.execute(
                 "INSERT INTO epoch_normalizations (epoch, revision, operator_count) "
-                "VALUES (%s, 1, %s)",
-                [(e, sum(1 for r in rows if r.epoch == e)) for e in epochs],
-            )
-            cur.executemany(
-                "INSERT INTO operator_share_prices VALUES (%s, %s, %s, 'storage_dump')",
-                [(r.operator_id, r.epoch, r.price) for r in rows],
-            )
-            cur.executemany(
-                "INSERT INTO operator_shares (operator_id, epoch, stake_raw, shares_raw, rewards_raw)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                [(r.operator_id, r.epoch, r.stake, r.shares, r.rewards) for r in rows],
+                "SELECT e, 1, c FROM unnest(%s::int[], %s::int[]) AS m(e, c)",
+                (epochs, [counts.get(e, 0) for e in epochs]),
             )
             cur.executemany(
                 "INSERT INTO operators_metadata (operator_id, name, color, status, nomination_tax,"

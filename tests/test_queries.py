@@ -239,3 +239,71 @@ def test_v1_equals_v2_on_the_real_samples(engine, shared_data):
     assert rate.source == "end_blocks" and 119 < rate.epochs_per_day < 121
     ops = queries.operators(engine, rate)
     assert ops.height == 2 and ops["latest_epoch"].to_list() == [2647, 2647]
+
+
+# --- the stored band (sql/020) -----------------------------------------------------------------
+
+
+def _stored_bands(engine) -> int:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT count(*) FROM epoch_price_bands").scalar_one()
+
+
+def test_stored_band_is_kept_by_the_backfill(normalized_small_url):
+    from shareprice import db
+
+    engine = db.get_engine(normalized_small_url)
+    with engine.connect() as conn:
+        epochs_with_prices = conn.exec_driver_sql(
+            "SELECT count(DISTINCT epoch) FROM operator_share_prices"
+        ).scalar_one()
+    assert _stored_bands(engine) == epochs_with_prices
+    for request_ in (queries.SeriesRequest(), queries.SeriesRequest(max_points=12)):
+        with queries.trace() as trace:
+            stored = queries.band_v2(engine, request_)
+        assert queries.frames_equal(stored, queries.band_live(engine, request_))
+        assert trace.timings[-1].name == "band_v2"
+
+
+def test_stale_or_missing_band_rows_are_computed_live(engine, small):
+    expected = queries.band_live(engine, queries.SeriesRequest())
+    assert _stored_bands(engine) == 50
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM epoch_price_bands WHERE epoch IN (3, 44)")
+        conn.exec_driver_sql(
+            "UPDATE epoch_price_bands SET operators = 99, p50 = 1 WHERE epoch = 45"
+        )
+    assert queries.frames_equal(queries.band_v2(engine, queries.SeriesRequest()), expected)
+
+
+def test_band_follows_price_writes(engine, small):
+    with engine.begin() as conn:
+        # what a re-normalization does: delete the epoch's rows, write them again, re-mark it
+        conn.exec_driver_sql("DELETE FROM operator_share_prices WHERE epoch = 45")
+        conn.exec_driver_sql(
+            "INSERT INTO operator_share_prices SELECT o, 45, 2000000000000000000::numeric + o, 'storage_dump' "
+            "FROM generate_series(0, 2) o"
+        )
+        conn.exec_driver_sql(
+            "UPDATE epoch_normalizations SET operator_count = 3, revision = 2 WHERE epoch = 45"
+        )
+        stored = conn.exec_driver_sql(
+            "SELECT operators, p50 FROM epoch_price_bands WHERE epoch = 45"
+        ).one()
+        assert tuple(stored) == (3, 2 * 10**18 + 1)
+        # a price changed in place (not the backfill's way): recomputed from the table
+        conn.exec_driver_sql(
+            "UPDATE operator_share_prices SET share_price_perq = 3000000000000000000 WHERE epoch = 44 "
+            "AND operator_id = 0"
+        )
+        # an epoch that failed: its rows deleted, its mark removed
+        conn.exec_driver_sql("DELETE FROM operator_share_prices WHERE epoch = 46")
+        conn.exec_driver_sql("DELETE FROM epoch_normalizations WHERE epoch = 46")
+    band = queries.band_v2(engine, queries.SeriesRequest())
+    assert 46 not in band["epoch"].to_list()
+    assert band.filter(pl.col("epoch") == 45)["p50"].to_list() == [2 * 10**18 + 1]
+    assert band.filter(pl.col("epoch") == 44)["p95"].to_list() == [3 * 10**18]
+    assert queries.frames_equal(band, queries.band_live(engine, queries.SeriesRequest()))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE operator_share_prices CASCADE")
+    assert _stored_bands(engine) == 0
