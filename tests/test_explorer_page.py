@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 from normalized_rows import Row, load
 from streamlit.testing.v1 import AppTest
@@ -232,3 +233,33 @@ def test_page_on_generated_demo_data(normalized_small_url, raw_small_summary, mo
     table = at.table[0].value
     assert len(table) == len(ended)
     assert all(len(p.split(".")[1]) == 18 for p in table["Share price (exact)"])
+
+
+def test_download_is_exactly_what_is_drawn(engine, loaded):
+    import io
+
+    import pyarrow.parquet as pq
+
+    from shareprice import charts, queries
+
+    operators = queries.operators(engine)
+    styles = charts.styles_from(operators)
+    series = queries.series_v2(engine, queries.SeriesRequest(operators=(5, 7), max_points=60))
+    for mode in ("absolute", "bps", "indexed"):
+        shown = charts.shown_frame(series, styles, mode=mode, unit="AI3")
+        figure = charts.explorer_figure(series, styles, mode=mode)
+        drawn = [t for t in figure.data if t.legendgroup == "7" and t.yaxis == "y"][0]
+        mine = shown.filter(pl.col("operator_id") == 7)
+        assert mine["epoch"].to_list() == list(drawn.x)
+        value = {
+            "absolute": "share_price",
+            "bps": "change_bps_per_epoch",
+            "indexed": "index_start_100",
+        }[mode]
+        drawn_y = [None if y != y else float(y) for y in drawn.y]  # NaN: no change at the start
+        assert mine[value].to_list() == pytest.approx(drawn_y)
+    assert shown["share_price_perq"].to_list() == series["share_price_perq"].to_list()
+    assert shown["share_price_exact"][0] == queries.perq_to_decimal(series["share_price_perq"][0])
+    table = pq.read_table(io.BytesIO(explorer.parquet_bytes(shown)))
+    assert table.num_rows == shown.height
+    assert int(table.column("stake_shannons")[0].as_py()) == series["stake"][0]

@@ -307,3 +307,55 @@ def test_band_follows_price_writes(engine, small):
     with engine.begin() as conn:
         conn.exec_driver_sql("TRUNCATE operator_share_prices CASCADE")
     assert _stored_bands(engine) == 0
+
+
+# --- the CLI over the query module ------------------------------------------------------------
+
+
+def test_bench_queries_json_on_generated_data(normalized_small_url):
+    import json
+
+    from click.testing import CliRunner
+
+    from shareprice.cli import main
+
+    url = normalized_small_url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(
+        main, ["bench", "queries", "--json", "--url", url, "--runs", "2", "--v1-runs", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    shapes = {s["name"]: s for s in report["shapes"]}
+    assert list(shapes) == [
+        "all_epochs_4_operators",
+        "all_epochs_all_operators",
+        "last_100_epochs",
+        "one_operator",
+    ]
+    for shape in shapes.values():
+        assert shape["equal"] is True, shape
+        assert shape["rows"] > 0 and shape["v2_ms"] > 0 and shape["floor_ms"] > 0
+        assert shape["v1_over_v2"] == pytest.approx(shape["v1_ms"] / shape["v2_ms"], rel=0.01)
+    # the 4 operators with the longest history span (nearly) every epoch of the data
+    assert shapes["all_epochs_4_operators"]["rows"] > 3 * 70
+
+
+def test_series_and_operators_commands_print_exact_integers(normalized_small_url):
+    from click.testing import CliRunner
+
+    from shareprice.cli import main
+
+    url = normalized_small_url.render_as_string(hide_password=False)
+    runner = CliRunner()
+    series = runner.invoke(
+        main, ["series", "--url", url, "--operators", "1", "--last", "3", "--format", "csv"]
+    )
+    assert series.exit_code == 0, series.output
+    lines = [line for line in series.stdout.splitlines() if line and line[0].isdigit()]
+    assert len(lines) == 3
+    price = int(lines[0].split(",")[2])
+    assert price > 10**18  # an exact perq integer, not "1.0000..e18"
+    ops = runner.invoke(main, ["operators", "--url", url, "--format", "json", "--limit", "3"])
+    assert ops.exit_code == 0, ops.output
+    bad = runner.invoke(main, ["series", "--url", url, "--max-points", "2"])
+    assert bad.exit_code != 0 and "max_points" in bad.output
