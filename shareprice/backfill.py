@@ -44,7 +44,7 @@ from sqlalchemy.engine import Engine
 
 from shareprice import config, db
 from shareprice.normalize import BatchRows, Failure, prepare_connection, write_batch
-from shareprice.raw_reader import configure, fetch, load_document, parse_batch
+from shareprice.raw_reader import configure, fetch, load_document, parse_batch, prefetch
 
 #: Session advisory lock held by the running backfill (pg_advisory_lock(bigint) keys).
 LOCK_KEY = 0x5E4E_0401
@@ -194,7 +194,7 @@ def process_batch(
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (BARRIER_KEY,))
-                rows = fetch(conn, epochs)
+                rows = prefetch(fetch(conn, epochs))
                 for parsed in parse_batch(rows, partial(load_document, conn), batch.add):
                     if parsed.error is not None:
                         batch.fail(parsed.raw, str(parsed.error))

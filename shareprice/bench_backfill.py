@@ -96,12 +96,47 @@ def _generate(server: URL, name: str, profile: str, echo: Echo) -> URL:
 
 
 class _PeakRss:
-    """Samples RSS of this process and all its descendants every 50 ms; keeps the peak sum."""
+    """Samples RSS of this process and all its descendants every 50 ms; keeps the peak sum.
 
-    def __init__(self) -> None:
+    Also (for where-the-time-goes, not the target): the CPU seconds of the process tree, and
+    of the server backends serving the backfill when the server runs on this machine (their
+    /proc entries, found by application_name; the last sample before each one exits counts).
+    """
+
+    def __init__(self, url: URL | None = None) -> None:
         self.peak = 0
+        self.url = url
+        self.backend_cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._cpu_at_start = self._tree_cpu()
+
+    @staticmethod
+    def _tree_cpu() -> float:
+        me = psutil.Process()
+        total = sum(me.cpu_times()[:4])  # user, system, children_user, children_system
+        for child in me.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return total
+
+    client_cpu = 0.0
+
+    @property
+    def server_cpu(self) -> float:
+        return sum(self.backend_cpu.values())
+
+    def _sample_backends(self, conn: psycopg.Connection) -> None:
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'shareprice backfill%'"
+        ).fetchall()
+        for (pid,) in pids:
+            try:
+                self.backend_cpu[pid] = sum(psutil.Process(pid).cpu_times()[:2])
+            except psutil.Error:
+                pass
 
     def _sample(self) -> int:
         me = psutil.Process()
@@ -114,9 +149,21 @@ class _PeakRss:
         return total
 
     def _run(self) -> None:
+        conn = None
+        if self.url is not None:
+            try:
+                conn = psycopg.connect(db.libpq_url(self.url), autocommit=True)
+            except psycopg.Error:
+                conn = None
+        tick = 0
         while not self._stop.is_set():
             self.peak = max(self.peak, self._sample())
+            if conn is not None and tick % 4 == 0:
+                self._sample_backends(conn)
+            tick += 1
             self._stop.wait(0.05)
+        if conn is not None:
+            conn.close()
 
     def __enter__(self) -> _PeakRss:
         self.peak = self._sample()
@@ -126,6 +173,7 @@ class _PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self.client_cpu = self._tree_cpu() - self._cpu_at_start
 
 
 def copy_floor(url: URL, echo: Echo) -> tuple[float, int]:
@@ -192,7 +240,7 @@ def run(
             epochs = conn.execute("SELECT count(*) FROM epochs").fetchone()[0]
             conn.execute("CHECKPOINT")  # the clone's dirty pages are not the backfill's cost
         echo(f"backfill of {epochs:,} epochs, {workers} workers, batches of {batch_size} ...")
-        with _PeakRss() as rss:
+        with _PeakRss(target) as rss:
             started = time.perf_counter()
             summary = run_backfill(engine, Options(workers=workers, batch_size=batch_size))
             backfill_s = time.perf_counter() - started
@@ -213,6 +261,8 @@ def run(
             "peak_rss_mb": round(rss.peak / 2**20, 1),
             "failed_epochs": summary.epochs_failed,
             # Where the batches' time went, summed over workers: fetch + parse vs write.
+            "client_cpu_s": round(rss.client_cpu, 1),
+            "server_cpu_s": round(rss.server_cpu, 1),
             "read_s": round(summary.read_seconds, 2),
             "write_s": round(summary.batch_seconds - summary.read_seconds, 2),
             "operator_states": summary.rows.get("operator_share_prices", 0),

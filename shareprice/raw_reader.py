@@ -30,7 +30,10 @@ falls back to parsing the whole dump, so errors are exactly the parser's.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -197,6 +200,56 @@ def fetch(conn: psycopg.Connection, epochs: Sequence[int]) -> Iterator[RawEpoch]
         )
         for row in cur:
             yield RawEpoch(*row)
+
+
+_DONE = object()
+
+
+def prefetch(rows: Iterator[RawEpoch], depth: int = _ROWS_PER_FETCH) -> Iterator[RawEpoch]:
+    """Iterate `rows` in a background thread, up to `depth` rows ahead.
+
+    The server extracts the next documents while this thread parses the current ones (the
+    fetching thread waits for the server with the GIL released), instead of each waiting for
+    the other. The caller must exhaust (or close) this generator before using the connection
+    for anything but load_document.
+    """
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for row in rows:
+                while not stop.is_set():
+                    try:
+                        ahead.put(row, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            ahead.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            ahead.put(exc)
+        finally:
+            if stop.is_set() and hasattr(rows, "close"):
+                rows.close()
+
+    thread = threading.Thread(target=produce, name="backfill-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                ahead.get(timeout=0.05)
+        thread.join()
 
 
 def load_document(conn: psycopg.Connection, epoch: int) -> str | None:
