@@ -12,8 +12,8 @@ from pathlib import Path
 from conftest import TEST_PASSWORD, _captured_leaks, pytest_runtest_logreport
 
 ROOT = Path(__file__).resolve().parent.parent
-# user:password@ inside a URL, where the password is not a mask or empty.
-CREDENTIAL_URL = re.compile(r"://[^\s/:@]+:(?!\*\*\*@)[^\s@/]+@")
+# user:password@ inside a URL, where the password is not a mask (***), a <placeholder> or empty.
+CREDENTIAL_URL = re.compile(r"://[^\s/:@]+:(?!\*\*\*@|<[a-z-]+>@)[^\s@/]+@")
 
 
 def tracked_files() -> list[Path]:
