@@ -579,9 +579,15 @@ def _comprehensive_analytics_agree(conn: Connection, scope: Scope) -> Outcome:
                 JOIN epochs e ON e.epoch = n.epoch AND e.revision = n.revision
                 WHERE {EPOCH_IN_SCOPE.format(col="n.epoch")}
             ), v1 AS (
-                SELECT a.* FROM {ANALYTICS_V1} a WHERE a.epoch IN (SELECT epoch FROM scope)
+                -- The sample filter is repeated on the view itself: a condition on its grouping
+                -- column is pushed down into it, so only sampled documents are read.
+                SELECT a.* FROM {ANALYTICS_V1} a
+                WHERE {EPOCH_IN_SCOPE.format(col="a.epoch")}
+                  AND a.epoch IN (SELECT epoch FROM scope)
             ), v2 AS (
-                SELECT a.* FROM {ANALYTICS_V2} a WHERE a.epoch IN (SELECT epoch FROM scope)
+                SELECT a.* FROM {ANALYTICS_V2} a
+                WHERE {EPOCH_IN_SCOPE.format(col="a.epoch")}
+                  AND a.epoch IN (SELECT epoch FROM scope)
             )
             SELECT coalesce(v1.epoch, v2.epoch) AS epoch,
                    to_jsonb(v1) AS v1, to_jsonb(v2) AS v2
