@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Engine
 
 from shareprice import config, db
 
@@ -413,13 +413,7 @@ def verify_backup(
     if _sha256(dump) != manifest["dump"]["sha256"]:
         problems.append(f"{dump.name}: sha256 differs from the manifest (the file changed)")
         return Comparison(ok=False, problems=problems)
-    if engine is None:
-        from shutil import which
-
-        tool = which("pg_restore")
-        pg_restore = Path(tool) if tool else db.embedded_bin_dir() / "pg_restore"
-    else:
-        pg_restore = db.pg_tool("pg_restore", engine)
+    pg_restore = db.pg_tool("pg_restore", engine) if engine is not None else _newest_pg_restore()
     listing = _run_tool(
         [str(pg_restore), "--list", str(dump)], dict(os.environ), "pg_restore --list"
     )
@@ -430,7 +424,12 @@ def verify_backup(
         ):
             problems.append(f"the dump has no data for table {table}")
     if problems or engine is None:
-        return Comparison(ok=not problems, problems=problems, tables=len(manifest["tables"]))
+        return Comparison(
+            ok=not problems,
+            problems=problems,
+            tables=len(manifest["tables"]),
+            rows=sum(int(t["rows"]) for t in manifest["tables"].values()),
+        )
     scratch = f"shareprice_verify_{secrets.token_hex(4)}"
     admin = config.normalize_url(engine.url)
     with _psycopg(admin, autocommit=True) as conn:
@@ -453,5 +452,18 @@ def verify_backup(
     return comparison
 
 
-def url_of(value: str) -> URL:
-    return config.normalize_url(make_url(value))
+def _newest_pg_restore() -> Path:
+    """Without a server to match: the newest pg_restore here (it reads older dumps too)."""
+    from shutil import which
+
+    candidates = [
+        db.embedded_bin_dir() / "pg_restore",
+        *Path("/usr/lib/postgresql").glob("*/bin/pg_restore"),
+    ]
+    found = which("pg_restore")
+    if found:
+        candidates.append(Path(found))
+    existing = [c for c in candidates if c.exists()]
+    if not existing:
+        raise BackupError("no pg_restore found (install postgresql-client)")
+    return max(existing, key=db._tool_major)
