@@ -290,7 +290,12 @@ def run(
 
 
 def follow_latency(
-    *, source_url: str | None, inserts: int, echo: Echo, base_epochs: int = 50
+    *,
+    source_url: str | None,
+    inserts: int,
+    echo: Echo,
+    profile: str = "seed-scale",
+    base_epochs: int = 60,
 ) -> dict[str, Any]:
     from shareprice import generator
 
@@ -302,7 +307,7 @@ def follow_latency(
     proc: subprocess.Popen | None = None
     try:
         migrate.migrate(db.get_engine(target))
-        docs = list(generator.iter_documents("demo", epochs=base_epochs + inserts))
+        docs = list(generator.iter_documents(profile, epochs=base_epochs + inserts))
         conninfo = db.libpq_url(target)
         insert = (
             "INSERT INTO epochs (epoch, end_block, end_hash, indexed_at, data) "
@@ -353,6 +358,8 @@ def follow_latency(
                 latencies.append(time.perf_counter() - started)
                 time.sleep(0.2)
         return {
+            "profile": profile,
+            "operators_per_epoch": docs[-1].operator_states,
             "inserts": inserts,
             "latency_median_s": round(statistics.median(latencies), 3),
             "latency_max_s": round(max(latencies), 3),

@@ -378,15 +378,16 @@ def bench_backfill(
 
 @click.command("follow")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output).")
-@click.option("--url", default=None, help="A database with raw epochs (cloned first).")
+@click.option("--url", default=None, help="Server to create the scratch database on.")
+@click.option("--profile", default="seed-scale", show_default=True, help="Generator profile.")
 @click.option("--inserts", type=click.IntRange(1), default=10, show_default=True)
 @friendly_errors
-def bench_follow(as_json: bool, url: str | None, inserts: int) -> None:
+def bench_follow(as_json: bool, url: str | None, profile: str, inserts: int) -> None:
     """Latency from inserting an epoch to its normalization by `backfill --follow`."""
     from shareprice import bench_backfill
 
     result = bench_backfill.follow_latency(
-        source_url=url, inserts=inserts, echo=lambda t: click.echo(t, err=True)
+        source_url=url, inserts=inserts, profile=profile, echo=lambda t: click.echo(t, err=True)
     )
     click.echo(orjson.dumps(result).decode())
 
