@@ -252,7 +252,7 @@ def create_backup(
             [
                 str(pg_dump),
                 "--format=custom",
-                f"--compress={compression}",
+                f"--compress={_compress_arg(compression, db._tool_major(pg_dump))}",
                 f"--snapshot={snapshot}",
                 "--no-owner",
                 "--no-privileges",
@@ -305,6 +305,20 @@ def create_backup(
         checksum_seconds=checksum_seconds,
         manifest=manifest,
     )
+
+
+def _compress_arg(spec: str, major: int) -> str:
+    """pg_dump before 16 takes only a gzip level ('1'), not 'method:level' ('gzip:1')."""
+    if major >= 16:
+        return spec
+    method, _, level = spec.partition(":")
+    if method == "none":
+        return "0"
+    if method == "gzip":
+        return level or "6"
+    if method.isdigit():
+        return method
+    raise BackupError(f"pg_dump {major} supports only gzip compression, not {spec!r}")
 
 
 def _tool_version(path: Path) -> str:

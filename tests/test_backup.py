@@ -11,8 +11,9 @@ import pytest
 from backfill_helpers import connect
 from click.testing import CliRunner
 from conftest import clone_database, drop_database, new_database
+from test_external_postgres import pg15_url  # noqa: F401 (a fixture)
 
-from shareprice import backup
+from shareprice import backup, config
 from shareprice.cli import main
 
 
@@ -120,3 +121,49 @@ def test_checksums_see_a_changed_value(source):
     assert after["operator_share_prices"].rows == before["operator_share_prices"].rows
     assert after["operator_share_prices"].checksum != before["operator_share_prices"].checksum
     assert after["operator_shares"] == before["operator_shares"]
+
+
+def test_backfill_backup_restore_and_views_on_postgres_15_with_a_password(pg15_url, tmp_path):  # noqa: F811
+    """The oldest supported server over TCP with password auth: pg_dump/pg_restore 15 get the
+    password through PGPASSWORD, the v1 view decodes hex without PostgreSQL 16's help."""
+    import sqlalchemy as sa
+
+    from shareprice import backfill, db, generator, migrate, views
+
+    admin, password = pg15_url
+    admin_engine = sa.create_engine(config.normalize_url(admin), isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as conn:
+        conn.exec_driver_sql("CREATE DATABASE b_src")
+        conn.exec_driver_sql("CREATE DATABASE b_dst")
+    admin_engine.dispose()
+    src = config.normalize_url(admin).set(database="b_src")
+    dst = config.normalize_url(admin).set(database="b_dst")
+    engine = db.get_engine(src)
+    migrate.migrate(engine)
+    docs = list(generator.iter_documents("small", seed=2, epochs=25))
+    with engine.begin() as conn:
+        for d in docs:
+            conn.exec_driver_sql(
+                "INSERT INTO epochs (epoch, data) VALUES (%s, %s::jsonb)",
+                (d.epoch, d.data.decode()),
+            )
+    summary = backfill.run_backfill(engine, backfill.Options(workers=2, batch_size=4))
+    assert summary.status == "succeeded" and summary.epochs_done == 25
+    assert views.differences(engine) == []
+    views.use_v2(engine)
+
+    result = CliRunner().invoke(main, ["backup", "--url", _url(src), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    directory = Path(re.search(r"^backup (\S+):", result.output, re.M).group(1))
+    manifest = orjson.loads((directory / "manifest.json").read_bytes())
+    assert manifest["server_version"].startswith("15.") and manifest["dump"]["tool"].startswith(
+        "pg_dump 15"
+    )
+    restored = CliRunner().invoke(main, ["restore", str(directory), "--into", _url(dst)])
+    assert restored.exit_code == 0, restored.output
+    assert password not in result.output + restored.output
+    with connect(src) as a, connect(dst) as b:
+        assert backup.database_checks(a) == backup.database_checks(b)
+        assert b.execute("SELECT count(*) FROM comprehensive_analytics").fetchone()[0] == 25
+    db.forget_engine(src)
+    db.forget_engine(dst)
