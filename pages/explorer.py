@@ -61,7 +61,37 @@ with ui.page_guard():
     def _range_changed() -> None:
         st.session_state.ex_preset = None
 
-    # --- widgets ------------------------------------------------------------------------------
+    # The chart goes out before the widgets: the browser starts loading and drawing it while the
+    # sidebar is still arriving. Widget values are already in session state at this point.
+    controls = st.container()  # the range presets and slider, above the chart
+    state = explorer.state_from_widgets(st.session_state)
+
+    # --- data ---------------------------------------------------------------------------------
+    if not state.operators:
+        st.info("Pick operators in the sidebar (search by id or name), or press *Largest*.")
+    request = explorer.request_for(state)
+    lo, hi = explorer.window_for(state, first, last)
+    series = ui.cached_query("series", version, request)
+    band = None
+    if state.band and state.mode == "absolute":
+        band = ui.cached_query("band_v2", version, explorer.band_request(state))
+    dates = ui.cached_query("epoch_date_labels", version, lo, hi)
+
+    # --- charts -------------------------------------------------------------------------------
+    figure = charts.explorer_figure(
+        series,
+        styles,
+        mode=state.mode,
+        scale=state.scale,
+        unit=state.unit,
+        band=band,
+        dates=dates,
+        x_range=(lo, hi),
+    )
+    st.plotly_chart(figure, key="ex_chart", config={"displaylogo": False})
+    st.caption(explorer.describe(state, series, lo, hi, dates_known=bool(dates)))
+
+    # --- widgets (placed above the chart and in the sidebar) -----------------------------
     with st.sidebar:
         st.subheader("Operators")
         statuses = st.multiselect(
@@ -101,7 +131,7 @@ with ui.page_guard():
         )
         ui.connection_notice()
 
-    presets, slider = st.columns([2, 5], vertical_alignment="bottom")
+    presets, slider = controls.columns([2, 5], vertical_alignment="bottom")
     presets.segmented_control(
         "Range (epochs)",
         list(explorer.RANGE_PRESETS),
@@ -112,33 +142,7 @@ with ui.page_guard():
     if last > first:
         slider.slider("Epochs", first, last, key="ex_range", on_change=_range_changed)
 
-    state = explorer.state_from_widgets(st.session_state)
     st.query_params.from_dict(explorer.to_query(state))
-
-    # --- data ---------------------------------------------------------------------------------
-    if not state.operators:
-        st.info("Pick operators in the sidebar (search by id or name), or press *Largest*.")
-    request = explorer.request_for(state)
-    lo, hi = explorer.window_for(state, first, last)
-    series = ui.cached_query("series", version, request)
-    band = None
-    if state.band and state.mode == "absolute":
-        band = ui.cached_query("band_v2", version, explorer.band_request(state))
-    dates = ui.cached_query("epoch_date_labels", version, lo, hi)
-
-    # --- charts -------------------------------------------------------------------------------
-    figure = charts.explorer_figure(
-        series,
-        styles,
-        mode=state.mode,
-        scale=state.scale,
-        unit=state.unit,
-        band=band,
-        dates=dates,
-        x_range=(lo, hi),
-    )
-    st.plotly_chart(figure, key="ex_chart", config={"displaylogo": False})
-    st.caption(explorer.describe(state, series, lo, hi, dates_known=bool(dates)))
 
     # --- operators: the selected ones as a light table, all of them on demand -------------
     st.subheader("Selected operators")

@@ -661,9 +661,16 @@ def band_v2(engine: Engine, request: SeriesRequest, *, live: bool = False) -> pl
         if window.empty:
             return finish_band(pl.DataFrame(schema=BAND_EXACT_SCHEMA))
         conn.execute("SELECT set_config('work_mem', %s, true)", (_BAND_WORK_MEM,))
+        if not live and not _has_stored_bands(conn):
+            live = True  # a database not yet migrated to sql/020: still right, only slower
         plan = band_plan(window, request.max_points, live=live)
         frame = _copy_frame(conn, plan, BAND_EXACT_SCHEMA)
     return finish_band(frame)
+
+
+def _has_stored_bands(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT to_regclass('epoch_price_bands') IS NOT NULL").fetchone()
+    return bool(row and row[0])
 
 
 def band_live(engine: Engine, request: SeriesRequest) -> pl.DataFrame:

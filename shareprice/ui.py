@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import Iterator
 
+import psycopg
 import sqlalchemy as sa
 import streamlit as st
 from sqlalchemy.engine import Engine
@@ -99,7 +100,13 @@ def database_guard() -> Iterator[None]:
     """Render a clear 'database unavailable' panel (masked URL, retry) instead of a traceback."""
     try:
         yield
-    except (db.DatabaseUnavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+    except (
+        db.DatabaseUnavailable,
+        sa.exc.OperationalError,
+        sa.exc.InterfaceError,
+        psycopg.OperationalError,  # raw psycopg use (queries' COPY): no SQLAlchemy wrapper
+        psycopg.InterfaceError,
+    ) as exc:
         detail = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig else exc
         first_line = (
             str(detail).strip().splitlines()[0] if str(detail).strip() else type(exc).__name__
@@ -113,8 +120,8 @@ def database_guard() -> Iterator[None]:
         if st.button("Retry", key=f"retry-{id(exc)}"):
             st.rerun()
         st.stop()
-    except sa.exc.ProgrammingError as exc:
-        if "does not exist" in str(exc.orig):
+    except (sa.exc.ProgrammingError, psycopg.errors.UndefinedTable) as exc:
+        if "does not exist" in str(getattr(exc, "orig", None) or exc):
             st.warning(
                 "The database has no shareprice schema yet. Run `shareprice migrate`, then "
                 "`shareprice demo` (or `shareprice import FILE...`) and `shareprice backfill`.",

@@ -359,3 +359,18 @@ def test_series_and_operators_commands_print_exact_integers(normalized_small_url
     assert ops.exit_code == 0, ops.output
     bad = runner.invoke(main, ["series", "--url", url, "--max-points", "2"])
     assert bad.exit_code != 0 and "max_points" in bad.output
+
+
+def test_band_without_the_stored_table_is_computed_live(engine, small):
+    expected = queries.band_v2(engine, queries.SeriesRequest(max_points=12))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE epoch_price_bands CASCADE")
+        conn.exec_driver_sql(
+            "DROP TRIGGER epoch_price_bands_insert ON operator_share_prices;"
+            "DROP TRIGGER epoch_price_bands_delete ON operator_share_prices;"
+            "DROP TRIGGER epoch_price_bands_update ON operator_share_prices;"
+            "DROP TRIGGER epoch_price_bands_truncate ON operator_share_prices"
+        )
+    assert queries.frames_equal(
+        queries.band_v2(engine, queries.SeriesRequest(max_points=12)), expected
+    )
