@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -82,8 +83,15 @@ def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
                         "put the change in a new migration file."
                     )
                 continue
-            # exec_driver_sql: the file may hold many statements and dollar-quoted bodies.
-            conn.exec_driver_sql(migration.sql)
+            # Straight to psycopg with no parameters: the file may hold many statements,
+            # dollar-quoted bodies and format('%I') calls, which must not be read as placeholders.
+            try:
+                conn.connection.driver_connection.execute(migration.sql)
+            except psycopg.Error as exc:
+                raise MigrationError(
+                    f"{migration.name} failed, nothing of it was applied: "
+                    f"{str(exc).strip().splitlines()[0]}"
+                ) from exc
             conn.execute(
                 text("INSERT INTO schema_migrations (version, name, checksum) VALUES (:v, :n, :c)"),
                 {"v": migration.version, "n": migration.name, "c": migration.checksum},

@@ -56,7 +56,7 @@ def test_failed_migration_leaves_nothing_half_applied(empty_db_url, tmp_path: Pa
     (sql_dir / "001_ok.sql").write_text("CREATE TABLE ok (x int);")
     (sql_dir / "002_bad.sql").write_text("CREATE TABLE half (x int); SELECT no_such_function();")
     engine = db.get_engine(empty_db_url)
-    with pytest.raises(sa.exc.ProgrammingError):
+    with pytest.raises(migrate.MigrationError, match="002_bad.sql failed.*no_such_function"):
         migrate.migrate(engine, sql_dir)
     assert "ok" in table_names(engine)
     assert "half" not in table_names(engine)
