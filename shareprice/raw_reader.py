@@ -1,31 +1,33 @@
 """Read raw epochs out of PostgreSQL cheaply and parse them with the shared parser.
 
-A seed-scale `epochs` table holds ~3.5 GB of JSON, and shipping it to Python as JSON text and
-parsing it there twice (the outer document, then each operator payload inside its string)
-would cost more than everything else the backfill does. So, for a document of the ordinary
-storage-dump shape, the server sends only what the parser reads:
+A seed-scale `epochs` table holds ~3.5 GB of JSON. Shipping it to Python as JSON text and
+parsing it there twice (the outer document, then each operator payload inside its string) would
+cost more than everything else the backfill does. So for a storage dump the server sends only
+what the parser reads:
 
-- the `value` strings of the `operators` and `operatorEpochSharePrice` dumps as binary text[]
-  (no JSON escaping of the payloads on the way out, no outer JSON parse on the way in);
-- the small top-level fields the parser looks at (`epoch`, `endBlock`, `endHash`, `timestamp`,
-  and of `domainStakingSummary` only `currentTotalStake` and `currentEpochRewards`).
+- the `value` of every `operators` and `operatorEpochSharePrice` entry, as binary text[] (no
+  JSON escaping of the payloads on the way out, no outer JSON parse on the way in);
+- `epoch`, `endBlock`, `endHash`, `timestamp`, and of `domainStakingSummary` only
+  `currentTotalStake` and `currentEpochRewards` (wrapped in a one-element array when present,
+  so that "missing" and "null" stay distinct, as they are for the parser).
 
-Python rebuilds a document holding exactly those parts and hands it to
-`shareprice.parser.parse_document`, so every rule and every error message is the parser's.
-Anything of another shape (flat exports, one-element lists, entries that are not objects with a
-string value, a missing `epoch`) is sent whole and parsed the ordinary way: the fast path never
-decides what is valid.
+Python rebuilds the parts into what the parser reads (parse_document on the small head, then the
+parser's own row fast paths `operator_rows` / `chain_price_rows`). Exactness does not rest on
+that rebuild being perfect: whenever the parts fail to parse, for whatever reason, the whole
+document is fetched and handed to `parse_document`, so every error, with its epoch, entry and
+reason, is the parser's own; and the parts can only parse when the document would (a value the
+parser would reject as not a string cannot render to a valid storage-key string). Flat exports,
+one-element lists and other shapes are sent whole from the start.
 
 The compressed document is decompressed once per row (`data || '{}'` on an object returns the
-detoasted value itself, and OFFSET 0 keeps it materialized for the several accesses below);
-without that, each of the ~8 accesses would decompress the ~1 MB document again.
+detoasted value itself, and OFFSET 0 keeps it materialized for the accesses below); without
+that, each access would decompress the ~1 MB document again.
 
-Chain-recorded prices: every dump repeats the history so far (DOMAIN.md), ~1,300 entries per
-document at seed scale of which ~40 are new. Within one batch of consecutive documents,
+Chain-recorded prices: every dump repeats the history so far (DOMAIN.md), ~1,500 entries per
+document at seed scale of which ~50 are new. Within one batch of consecutive documents,
 `ChainDiff` hands the parser only the entries whose exact text did not appear in the previous
 successfully parsed document (whose entries were parsed and stored in the same batch), so each
-distinct entry is decoded once. Any anomaly (a count mismatch, a repeated key, a parse error)
-falls back to parsing the whole dump, so errors are exactly the parser's.
+distinct entry is decoded once; a repeated key sends the whole dump to the parser.
 """
 
 from __future__ import annotations
@@ -55,22 +57,21 @@ _CHAIN_KEY_LEN = 2 + 32 + 32 + 16 + 8 + 8
 
 _ROWS_PER_FETCH = 8
 
-# The top-level keys and summary keys the parser reads from a storage dump (parser.py).
-_HEAD_KEYS = ("epoch", "endBlock", "endHash", "timestamp", "domainStakingSummary")
-_SUMMARY_KEYS = ("currentTotalStake", "currentEpochRewards")
-
 # One row per requested epoch. `fast` documents come in parts; the others as whole text.
 FETCH_SQL = """
 SELECT s.epoch,
        s.revision,
        s.normalized_revision,
-       f.fast,
-       CASE WHEN f.fast THEN p.head END AS head,
-       CASE WHEN f.fast THEN p.operator_values END AS operator_values,
-       CASE WHEN f.fast THEN p.operator_count END AS operator_count,
-       CASE WHEN f.fast THEN p.chain_values END AS chain_values,
-       CASE WHEN f.fast THEN p.chain_count END AS chain_count,
-       CASE WHEN NOT f.fast THEN (SELECT e2.data::text FROM epochs AS e2 WHERE e2.epoch = s.epoch)
+       sh.shaped AS fast,
+       p.scalars,
+       p.summary_type,
+       p.total_stake,
+       p.rewards,
+       p.operator_values,
+       p.operator_count,
+       p.chain_values,
+       p.chain_count,
+       CASE WHEN NOT sh.shaped THEN (SELECT e2.data::text FROM epochs AS e2 WHERE e2.epoch = s.epoch)
        END AS document
 FROM (
     SELECT e.epoch, e.revision,
@@ -82,60 +83,37 @@ FROM (
     ORDER BY e.epoch
     OFFSET 0
 ) AS s
+-- OFFSET 0 everywhere: a subquery the planner flattens is evaluated once per reference.
 CROSS JOIN LATERAL (
     SELECT jsonb_typeof(s.d) = 'object'
-           AND s.d ? 'epoch'
            AND NOT (s.d ? 'operatorStakes' OR s.d ? 'operatorSharePrices')
            AND jsonb_typeof(s.d -> 'operators') = 'object'
            AND jsonb_typeof(s.d -> 'operators' -> 'entries') = 'array'
-           AND coalesce(jsonb_typeof(s.d -> 'operatorEpochSharePrice'), 'null') IN ('null', 'object')
-           AND coalesce(jsonb_typeof(s.d -> 'domainStakingSummary'), 'null') IN ('null', 'object')
-           AND coalesce(jsonb_typeof(s.d -> 'operators' -> 'count'), 'null') IN ('null', 'number')
-           AND coalesce(jsonb_typeof(s.d -> 'operatorEpochSharePrice' -> 'count'), 'null')
-               IN ('null', 'number')
-           AS shaped
+           AND (coalesce(jsonb_typeof(s.d -> 'operatorEpochSharePrice'), 'null') = 'null'
+                OR jsonb_typeof(s.d -> 'operatorEpochSharePrice' -> 'entries') = 'array')
+           AS shaped,
+           s.d -> 'domainStakingSummary' AS summary
     OFFSET 0
 ) AS sh
--- OFFSET 0 everywhere: a subquery the planner flattens is evaluated once per reference.
 LEFT JOIN LATERAL (
-    SELECT (s.d - ARRAY(SELECT k FROM jsonb_object_keys(s.d) AS k
-                        WHERE k <> ALL (%(head_keys)s::text[])))
-           || CASE WHEN jsonb_typeof(s.d -> 'domainStakingSummary') = 'object' THEN
-                  jsonb_build_object('domainStakingSummary',
-                      (s.d -> 'domainStakingSummary')
-                      - ARRAY(SELECT k FROM jsonb_object_keys(s.d -> 'domainStakingSummary') AS k
-                              WHERE k <> ALL (%(summary_keys)s::text[])))
-              ELSE '{}'::jsonb END AS head,
-           ARRAY(SELECT v #>> '{}' FROM jsonb_path_query(
-               s.d, 'strict $.operators.entries[*].value ? (@.type() == "string")',
-               silent => true) AS v) AS operator_values,
-           jsonb_array_length(s.d -> 'operators' -> 'entries') AS operator_entries,
+    SELECT jsonb_build_array(s.d -> 'epoch', s.d -> 'endBlock', s.d -> 'endHash',
+                             s.d -> 'timestamp') AS scalars,
+           jsonb_typeof(sh.summary) AS summary_type,
+           CASE WHEN sh.summary ? 'currentTotalStake'
+                THEN jsonb_build_array(sh.summary -> 'currentTotalStake') END AS total_stake,
+           CASE WHEN sh.summary ? 'currentEpochRewards'
+                THEN jsonb_build_array(sh.summary -> 'currentEpochRewards') END AS rewards,
+           ARRAY(SELECT e ->> 'value' FROM jsonb_array_elements(s.d -> 'operators' -> 'entries') AS e)
+               AS operator_values,
            s.d -> 'operators' -> 'count' AS operator_count,
-           CASE WHEN jsonb_typeof(s.d -> 'operatorEpochSharePrice') = 'object' THEN
-               ARRAY(SELECT v #>> '{}' FROM jsonb_path_query(
-                   s.d, 'strict $.operatorEpochSharePrice.entries[*].value ? (@.type() == "string")',
-                   silent => true) AS v)
+           CASE WHEN jsonb_typeof(s.d -> 'operatorEpochSharePrice') = 'object' THEN ARRAY(
+               SELECT e ->> 'value'
+               FROM jsonb_array_elements(s.d -> 'operatorEpochSharePrice' -> 'entries') AS e)
            END AS chain_values,
-           CASE WHEN jsonb_typeof(s.d -> 'operatorEpochSharePrice') = 'object' THEN
-               CASE WHEN jsonb_typeof(s.d -> 'operatorEpochSharePrice' -> 'entries') = 'array'
-                    THEN jsonb_array_length(s.d -> 'operatorEpochSharePrice' -> 'entries')
-                    ELSE -1 END
-           END AS chain_entries,
            s.d -> 'operatorEpochSharePrice' -> 'count' AS chain_count
     WHERE sh.shaped
     OFFSET 0
 ) AS p ON true
-CROSS JOIN LATERAL (
-    SELECT coalesce(sh.shaped
-                    AND cardinality(p.operator_values) = p.operator_entries
-                    AND (p.chain_values IS NULL OR cardinality(p.chain_values) = p.chain_entries)
-                    -- a dump's count, when given, must match its entries (else the parser says)
-                    AND CASE WHEN jsonb_typeof(p.operator_count) = 'number'
-                             THEN p.operator_count::numeric = p.operator_entries ELSE true END
-                    AND CASE WHEN jsonb_typeof(p.chain_count) = 'number'
-                             THEN p.chain_count::numeric = p.chain_entries ELSE true END,
-                    false) AS fast
-) AS f
 ORDER BY s.epoch
 """
 
@@ -149,10 +127,17 @@ class RawEpoch:
     #: The revision the normalized tables hold for this epoch, None when never normalized.
     normalized_revision: int | None
     fast: bool
-    head: dict[str, Any] | None
-    operator_values: list[str] | None
+    #: [epoch, endBlock, endHash, timestamp] (None for missing or null alike: see _parse_parts).
+    scalars: list[Any] | None
+    #: jsonb_typeof(domainStakingSummary): None when missing.
+    summary_type: str | None
+    #: [value] when the summary has the key, else None.
+    total_stake: list[Any] | None
+    rewards: list[Any] | None
+    #: Each entry's `value` as text (None where an entry has none: the parts then fail to parse).
+    operator_values: list[str | None] | None
     operator_count: Any
-    chain_values: list[str] | None
+    chain_values: list[str | None] | None
     chain_count: Any
     document: str | None
 
@@ -190,14 +175,7 @@ def fetch(conn: psycopg.Connection, epochs: Sequence[int]) -> Iterator[RawEpoch]
     # the batch size, and other statements (load_document) can run between fetches.
     with conn.cursor(name="backfill_fetch", binary=True) as cur:
         cur.itersize = _ROWS_PER_FETCH
-        cur.execute(
-            FETCH_SQL,
-            {
-                "epochs": list(epochs),
-                "head_keys": list(_HEAD_KEYS),
-                "summary_keys": list(_SUMMARY_KEYS),
-            },
-        )
+        cur.execute(FETCH_SQL, {"epochs": list(epochs)})
         for row in cur:
             yield RawEpoch(*row)
 
@@ -271,6 +249,8 @@ class ChainDiff:
         previous, self._previous = self._previous, None
         if count is not None and count != len(values):
             raise _Unusual
+        if None in values:  # an entry without a string value: the parser says what it is
+            raise _Unusual
         keys = [v[:_CHAIN_KEY_LEN] for v in values]
         current = dict(zip(keys, values, strict=True))
         if len(current) != len(values) or previous is None:
@@ -278,12 +258,9 @@ class ChainDiff:
             rows = chain_price_rows(values, epoch=epoch)
         else:
             seen = previous.get
-            new = [v for k, v in zip(keys, values, strict=True) if seen(k) != v]
-            try:
-                rows = chain_price_rows(new, epoch=epoch)
-            except ParseError:
-                # The error must name the entry's position in the whole dump.
-                rows = chain_price_rows(values, epoch=epoch)
+            rows = chain_price_rows(
+                [v for k, v in zip(keys, values, strict=True) if seen(k) != v], epoch=epoch
+            )
         self._previous = current
         return rows
 
@@ -292,23 +269,30 @@ _EMPTY_DUMP: dict[str, Any] = {"entries": []}
 
 
 def _parse_parts(raw: RawEpoch, chain: ChainDiff) -> tuple[int, list[OperatorRow], list[ChainRow]]:
-    """A storage dump from its parts, checked in parse_storage_dump's order so that the first
-    error is the one parse_document would raise for the whole document."""
+    """A storage dump from its parts, in parse_storage_dump's order; raises ParseError or
+    _Unusual whenever the parts do not parse (the caller then parses the whole document)."""
     values = raw.operator_values or []
     if raw.operator_count is not None and raw.operator_count != len(values):
         raise _Unusual
-    doc = dict(raw.head or {})
-    summary = doc.get("domainStakingSummary")
-    rewards_raw: Any = _EMPTY_DUMP  # sentinel: no currentEpochRewards
-    if type(summary) is dict and "currentEpochRewards" in summary:
-        summary = dict(summary)
-        rewards_raw = summary.pop("currentEpochRewards")
-        doc["domainStakingSummary"] = summary
-    doc["operators"] = _EMPTY_DUMP
+    epoch_v, end_block, end_hash, timestamp = raw.scalars or (None, None, None, None)
+    # A missing and a null `epoch` both fail here, and the whole document then says which.
+    doc: dict[str, Any] = {
+        "epoch": epoch_v,
+        "endBlock": end_block,
+        "endHash": end_hash,
+        "timestamp": timestamp,
+        "operators": _EMPTY_DUMP,
+    }
+    if raw.summary_type == "object":
+        doc["domainStakingSummary"] = (
+            {} if raw.total_stake is None else {"currentTotalStake": raw.total_stake[0]}
+        )
+    elif raw.summary_type not in (None, "null"):
+        raise _Unusual
     # epoch, endBlock, endHash, timestamp, the summary and its currentTotalStake: the parser's
     # own checks, on a document without the operators (decoded below without a dataclass each).
     epoch = parse_document(doc).epoch
-    rewards = None if rewards_raw is _EMPTY_DUMP else parse_rewards(rewards_raw, epoch=epoch)
+    rewards = None if raw.rewards is None else parse_rewards(raw.rewards[0], epoch=epoch)
     operators = operator_rows(values, rewards, epoch=epoch)
     if raw.chain_values is None:
         chain.forget()
@@ -345,7 +329,7 @@ def parse_batch(
 ) -> Iterator[ParsedEpoch]:
     """Parse consecutive fetched epochs; a bad document yields its ParseError, never raises.
 
-    `load_document(epoch)` returns a document's whole text, for parts of an unusual shape.
+    `load_document(epoch)` returns a document's whole text, for parts that do not parse.
     `accept(parsed)` takes a parsed epoch or says why it cannot be stored (values the tables
     cannot hold). It runs here, before the next document is diffed against this one, so that a
     rejected epoch's chain entries are never assumed stored.
@@ -363,7 +347,8 @@ def parse_batch(
                         raise _Unusual
                     epoch, operators, prices = _parse_parts(raw, chain)
                     fmt: Format = "storage_dump"
-                except _Unusual:
+                except Exception:  # whatever it is, the whole document decides
+                    # Not the ordinary shape, or not valid: the parser decides on the whole.
                     chain.forget()
                     epoch, fmt, operators, prices = _parse_whole(
                         raw.document or load_document(raw.epoch) or ""

@@ -3,6 +3,7 @@ the lock, parallel workers, and both real sample formats."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -368,3 +369,132 @@ def test_a_lost_connection_ends_the_run_clearly(raw_copy, workers):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _mutations():
+    from hypothesis import strategies as st
+
+    junk = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(10**40), max_value=10**40),
+        st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=8),
+        st.sampled_from(["0x", "0xzz", "0x" + "f" * 40, "1,2,3", "0x-1", "", "registered"]),
+        st.lists(st.integers(), max_size=2),
+        st.dictionaries(st.sampled_from(["value", "count", "entries", "registered"]), st.none()),
+    )
+    return st.tuples(
+        st.integers(min_value=0, max_value=10**6), st.sampled_from(["set", "del"]), junk
+    )
+
+
+def _paths(node, prefix=()):
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found.extend(_paths(value, (*prefix, key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found.extend(_paths(value, (*prefix, index)))
+    return found
+
+
+def test_the_fast_reader_agrees_with_parse_document_on_mutated_documents(db_url):
+    """Whatever is broken where, the backfill's reader returns exactly what parse_document does
+    for the whole stored document: the same rows, or the same error."""
+    import copy
+    import json
+    from functools import partial
+
+    from hypothesis import HealthCheck, given, settings
+
+    from shareprice import raw_reader
+    from shareprice.parser import ParseError, parse_document
+
+    doc = orjson.loads(list(generator.iter_documents("small", seed=4, epochs=12))[-1].data)
+    doc["epoch"] = 1
+    # Fewer repeated entries keep each example fast; every kind of part stays.
+    for name in ("operatorEpochSharePrice", "deposits", "withdrawals"):
+        doc[name]["entries"] = doc[name]["entries"][:4]
+        doc[name]["count"] = len(doc[name]["entries"])
+    # Payloads are JSON inside strings: expose them as objects so mutations reach their fields.
+    for entry in doc["operators"]["entries"]:
+        key, payload = entry["value"].split(",", 1)
+        entry["value"] = [key, orjson.loads(payload)]
+    paths = _paths(doc)[1:]
+    conn = connect(db_url)
+    conn.autocommit = False
+    raw_reader.configure(conn)
+
+    def whole(text):
+        try:
+            record = parse_document(text)
+        except ParseError as exc:
+            return ("error", exc.reason, exc.entry)
+        ops = [
+            (
+                o.operator_id,
+                o.stake,
+                o.shares,
+                o.storage_fee,
+                o.nomination_tax,
+                o.status,
+                o.share_price_perq,
+                o.rewards,
+            )
+            for o in record.operators
+        ]
+        chain = sorted(
+            (c.operator_id, c.domain_id, c.domain_epoch, c.shares_per_stake_perq)
+            for c in record.chain_prices
+        )
+        return ("ok", record.epoch, ops, chain)
+
+    examples = int(os.environ.get("SHAREPRICE_FUZZ_EXAMPLES", "150"))
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_mutations())
+    def check(mutation):
+        pick, how, junk = mutation
+        mutated = copy.deepcopy(doc)
+        path = paths[pick % len(paths)]
+        parent = mutated
+        for step in path[:-1]:
+            parent = parent[step]
+        if how == "del" and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = junk
+        for entry in (
+            mutated.get("operators", {}).get("entries", [])
+            if isinstance(mutated.get("operators"), dict)
+            and isinstance(mutated["operators"].get("entries"), list)
+            else []
+        ):
+            value = entry.get("value") if isinstance(entry, dict) else None
+            if isinstance(value, list) and len(value) == 2:
+                entry["value"] = f"{value[0]},{json.dumps(value[1])}"
+        text = json.dumps(mutated)
+        with conn.transaction():
+            conn.execute("DELETE FROM epochs")
+            conn.execute("INSERT INTO epochs (epoch, data) VALUES (1, %s::jsonb)", (text,))
+            stored = conn.execute("SELECT data::text FROM epochs").fetchone()[0]
+            [parsed] = list(
+                raw_reader.parse_batch(
+                    raw_reader.fetch(conn, [1]), partial(raw_reader.load_document, conn)
+                )
+            )
+        expected = whole(stored)
+        if parsed.error is not None:
+            got = ("error", parsed.error.reason, parsed.error.entry)
+        else:
+            got = ("ok", parsed.epoch, parsed.operators, sorted(parsed.chain))
+        if expected[0] == "ok" and expected[1] != 1:  # stored under another epoch
+            assert got[0] == "error" and "stored as epoch 1" in got[1]
+        else:
+            assert got == expected
+
+    try:
+        check()
+    finally:
+        conn.close()
