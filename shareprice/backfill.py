@@ -43,7 +43,15 @@ import psycopg
 from sqlalchemy.engine import Engine
 
 from shareprice import config, db
-from shareprice.normalize import BatchRows, Failure, prepare_connection, write_batch
+from shareprice.normalize import (
+    FLUSH_ROWS,
+    BatchRows,
+    Failure,
+    begin_batch,
+    finish_batch,
+    prepare_connection,
+    write_batch,
+)
 from shareprice.raw_reader import configure, fetch, load_document, parse_batch, prefetch
 
 #: Session advisory lock held by the running backfill (pg_advisory_lock(bigint) keys).
@@ -194,12 +202,15 @@ def process_batch(
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (BARRIER_KEY,))
+                touched = begin_batch(conn, epochs, replace_all=replace_all)
                 rows = prefetch(fetch(conn, epochs))
                 for parsed in parse_batch(rows, partial(load_document, conn), batch.add):
                     if parsed.error is not None:
                         batch.fail(parsed.raw, str(parsed.error))
+                    elif len(batch.prices) >= FLUSH_ROWS:
+                        batch.flush(conn)  # between the prefetching thread's FETCHes
                 read_s = time.perf_counter() - started
-                counts = write_batch(conn, batch, run_id, replace_all=replace_all)
+                counts = finish_batch(conn, batch, run_id, touched)
         except psycopg.errors.UniqueViolation:
             if replace_all:
                 raise

@@ -110,9 +110,24 @@ class BatchRows:
     meta_last: dict[int, tuple[int, str | None, int | None]] = field(default_factory=dict)
     #: (epoch, revision, operator_count) of every epoch normalized by this batch.
     normalized: list[tuple[int, int, int]] = field(default_factory=list)
-    #: Epochs normalized before (older revision): their old rows are deleted first.
-    replaced: list[int] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    #: Rows already sent by flush() (the lists above hold only what is not sent yet).
+    counts: WriteCounts = field(default_factory=lambda: WriteCounts())
+
+    def flush(self, conn: psycopg.Connection) -> None:
+        """COPY the buffered rows now (inside the batch's transaction), so a batch's memory is
+        bounded by FLUSH_ROWS whatever the batch size or the operators per epoch."""
+        if not self.prices:
+            return
+        with conn.cursor() as cur:
+            with cur.copy(_COPY_PRICES) as copy:
+                copy.write("".join(self.prices).encode())
+            with cur.copy(_COPY_SHARES) as copy:
+                copy.write("".join(self.shares).encode())
+        self.counts.prices += len(self.prices)
+        self.counts.shares += len(self.shares)
+        self.prices.clear()
+        self.shares.clear()
 
     @property
     def epochs(self) -> list[int]:
@@ -171,8 +186,6 @@ class BatchRows:
         self.meta_last.update(latest)
         raw = parsed.raw
         self.normalized.append((epoch, raw.revision, len(parsed.operators)))
-        if raw.normalized_revision is not None:
-            self.replaced.append(epoch)
         return None
 
     def fail(self, raw: RawEpoch, reason: str) -> None:
@@ -306,27 +319,37 @@ def prepare_connection(conn: psycopg.Connection) -> None:
         conn.execute("SET synchronous_commit = off")
 
 
-def write_batch(
-    conn: psycopg.Connection, batch: BatchRows, run_id: int | None, *, replace_all: bool = False
-) -> WriteCounts:
-    """Write one batch inside the caller's open transaction."""
-    counts = WriteCounts()
+#: Rows buffered before a batch COPYs them (~10 MB of text): the batch's memory bound.
+FLUSH_ROWS = 20_000
+
+_NORMALIZED_AMONG = "SELECT epoch FROM epoch_normalizations WHERE epoch = ANY(%s::int[])"
+
+
+def begin_batch(
+    conn: psycopg.Connection, epochs: Sequence[int], *, replace_all: bool = False
+) -> set[int]:
+    """First statement of a batch's transaction: delete the rows of the batch's epochs that
+    were normalized before (all of them with replace_all), so the batch's rows can be COPYed
+    straight in. Returns the operators whose rows were deleted."""
     cur = conn.cursor()
-    stale = sorted(set(batch.replaced) | {f.epoch for f in batch.failures if f.had_rows})
     if replace_all:
-        stale = sorted(set(stale) | {e for e, _, _ in batch.normalized})
-    touched: set[int] = set()
-    if stale:
-        cur.execute(_DELETE_PRICES, (stale,))
-        cur.execute(_DELETE_SHARES, (stale,))
-        touched = {row[0] for row in cur.fetchall()}
-    if batch.prices:
-        with cur.copy(_COPY_PRICES) as copy:
-            copy.write("".join(batch.prices).encode())
-        counts.prices = len(batch.prices)
-        with cur.copy(_COPY_SHARES) as copy:
-            copy.write("".join(batch.shares).encode())
-        counts.shares = len(batch.shares)
+        stale = sorted(epochs)
+    else:
+        stale = sorted(r[0] for r in cur.execute(_NORMALIZED_AMONG, (list(epochs),)).fetchall())
+    if not stale:
+        return set()
+    cur.execute(_DELETE_PRICES, (stale,))
+    cur.execute(_DELETE_SHARES, (stale,))
+    return {row[0] for row in cur.fetchall()}
+
+
+def finish_batch(
+    conn: psycopg.Connection, batch: BatchRows, run_id: int | None, touched: set[int]
+) -> WriteCounts:
+    """The rest of a batch, inside the caller's open transaction, after begin_batch."""
+    batch.flush(conn)
+    counts = batch.counts
+    cur = conn.cursor()
     if batch.normalized:
         epochs, revisions, op_counts = zip(*batch.normalized, strict=True)
         cur.execute(
@@ -340,7 +363,7 @@ def write_batch(
         )
     if batch.failures:
         unmark = [f.epoch for f in batch.failures if f.had_rows]
-        if unmark:
+        if unmark:  # their old rows went in begin_batch; the tables hold nothing of them now
             cur.execute(_UNMARK, (unmark,))
         if run_id is not None:
             cur.execute(
@@ -381,7 +404,7 @@ def write_batch(
         counts.metadata = max(cur.rowcount, 0)
     if touched:
         cur.execute(_RESEEN_META, (sorted(touched),))
-    if batch.normalized or stale:
+    if batch.normalized or touched:
         cur.execute(_ACTIVE)
         # A new data version for dashboards' caches.
         cur.execute("SELECT nextval('data_version_seq')")
@@ -400,5 +423,10 @@ def write_batch(
     return counts
 
 
-def normalized_epochs(batch: BatchRows) -> Sequence[int]:
-    return [e for e, _, _ in batch.normalized]
+def write_batch(
+    conn: psycopg.Connection, batch: BatchRows, run_id: int | None, *, replace_all: bool = False
+) -> WriteCounts:
+    """begin_batch + finish_batch for a batch parsed before its transaction's first write."""
+    return finish_batch(
+        conn, batch, run_id, begin_batch(conn, batch.epochs, replace_all=replace_all)
+    )

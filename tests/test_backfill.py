@@ -498,3 +498,22 @@ def test_the_fast_reader_agrees_with_parse_document_on_mutated_documents(db_url)
         check()
     finally:
         conn.close()
+
+
+def test_rows_flushed_mid_batch_give_the_same_tables(raw_copy, normalized_small_url, monkeypatch):
+    """A batch COPYs its rows every FLUSH_ROWS (bounded memory whatever the batch size), also
+    while re-normalizing changed epochs."""
+    monkeypatch.setattr(backfill, "FLUSH_ROWS", 7)
+    engine = db.get_engine(raw_copy)
+    first = backfill.run_backfill(engine, backfill.Options(workers=1, batch_size=80))
+    assert first.epochs_done == 80
+    assert snapshot(raw_copy) == snapshot(normalized_small_url)
+    with connect(raw_copy) as conn:
+        conn.execute("UPDATE epochs SET data = data || '{\"touched\": 1}' WHERE epoch % 3 = 0")
+    again = backfill.run_backfill(engine, backfill.Options(workers=1, batch_size=80))
+    assert again.epochs_done == 27
+    after = snapshot(raw_copy)
+    expected = snapshot(normalized_small_url)
+    assert after["operator_share_prices"] == expected["operator_share_prices"]
+    assert after["operator_shares"] == expected["operator_shares"]
+    assert after["operators_metadata"] == expected["operators_metadata"]
