@@ -3,7 +3,8 @@
 Two implementations answer the same `SeriesRequest` with identical frames:
 
 - `series_v2` / `band_v2` read the normalized tables (`operator_share_prices`,
-  `operator_shares`) and reduce large requests in SQL before anything leaves the server.
+  `operator_shares`, and the per-epoch band `epoch_price_bands` kept by sql/020) and reduce
+  large requests in SQL before anything leaves the server.
 - `series_v1` / `band_v1` are the old way, kept on purpose as the baseline: read `epochs.data` for
   the requested epochs and parse every document in Python with the shared parser, like the old
   `/api/epochs` did. `shareprice bench queries` measures one against the other.
@@ -45,7 +46,7 @@ POINTS_PER_BUCKET = 6
 MIN_MAX_POINTS = POINTS_PER_BUCKET
 #: Change per epoch is ordered by trunc((price - prev) * CHANGE_KEY_SCALE / (prev * gap)): an
 #: exact integer both in SQL (div() truncates toward zero) and in Python, so v1 and v2 pick the
-#: same extremes. 1e18 resolves relative changes of 1e-18 and keeps the products inside Int128.
+#: same extremes. 1e18 resolves relative changes of 1e-18.
 CHANGE_KEY_SCALE = 10**18
 #: The overview band: percentiles of all operators' prices per epoch (percentile_disc: always a
 #: real price of some operator, never an interpolated value).
@@ -330,15 +331,19 @@ def _filters(
 # without a shares row still shows (stake NULL) rather than vanishing.
 _SERIES_ROWS = sql.SQL("""
 SELECT p.operator_id, p.epoch, p.share_price_perq,
-       s.stake_raw AS stake, s.shares_raw AS shares, s.rewards_raw AS rewards,
-       lag(p.epoch) OVER by_operator AS prev_epoch,
-       lag(p.share_price_perq) OVER by_operator AS prev_share_price_perq
+       s.stake_raw AS stake, s.shares_raw AS shares, s.rewards_raw AS rewards{previous}
 FROM operator_share_prices p
 LEFT JOIN operator_shares s
        ON s.operator_id = p.operator_id AND s.epoch = p.epoch AND {shares_filter}
 WHERE {prices_filter}
-WINDOW by_operator AS (PARTITION BY p.operator_id ORDER BY p.epoch)
 """)
+# The previous row's epoch and price, for the change per epoch. Downsampling needs them in SQL
+# (the change's extremes are kept); a full-resolution read adds them in polars instead
+# (`_with_previous_columns`), which saves the server a window pass (~25 % of the query).
+_PREVIOUS_IN_SQL = sql.SQL(""",
+       lag(p.epoch) OVER by_operator AS prev_epoch,
+       lag(p.share_price_perq) OVER by_operator AS prev_share_price_perq""")
+_BY_OPERATOR = sql.SQL(" WINDOW by_operator AS (PARTITION BY p.operator_id ORDER BY p.epoch)")
 
 # Downsampling, per operator: number the rows by epoch (r, of n), split them into `buckets`
 # equal runs, and keep in each run the first and last row, the rows with the lowest and highest
@@ -384,10 +389,18 @@ def buckets_for(max_points: int) -> int:
 def series_plan(request: SeriesRequest, window: Window) -> Plan:
     prices_filter, params = _filters(request.operators, window, "p")
     shares_filter, _ = _filters(request.operators, window, "s")
-    rows = _SERIES_ROWS.format(prices_filter=prices_filter, shares_filter=shares_filter)
     if request.max_points is None:
+        rows = _SERIES_ROWS.format(
+            previous=sql.SQL(""), prices_filter=prices_filter, shares_filter=shares_filter
+        )
         query = sql.SQL("{} ORDER BY p.operator_id, p.epoch").format(rows)
         return Plan("series_v2", query, params)
+    rows = sql.SQL("{}{}").format(
+        _SERIES_ROWS.format(
+            previous=_PREVIOUS_IN_SQL, prices_filter=prices_filter, shares_filter=shares_filter
+        ),
+        _BY_OPERATOR,
+    )
     query = sql.SQL("{} ORDER BY operator_id, epoch").format(
         _SERIES_DOWNSAMPLED.format(rows=rows, scale=sql.Literal(CHANGE_KEY_SCALE))
     )
@@ -397,6 +410,19 @@ def series_plan(request: SeriesRequest, window: Window) -> Plan:
         "buckets": buckets_for(request.max_points),
     }
     return Plan("series_v2", query, params)
+
+
+_FULL_RESOLUTION_SCHEMA = {
+    name: dtype for name, dtype in SERIES_EXACT_SCHEMA.items() if not name.startswith("prev_")
+}
+
+
+def _with_previous_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """prev_epoch / prev_share_price_perq of rows sorted by (operator, epoch), as SQL's lag()."""
+    return frame.with_columns(
+        pl.col("epoch").shift(1).over("operator_id").alias("prev_epoch"),
+        pl.col("share_price_perq").shift(1).over("operator_id").alias("prev_share_price_perq"),
+    )
 
 
 def resolve_window_v2(engine: Engine, request: SeriesRequest) -> Window:
@@ -410,7 +436,11 @@ def series_v2(engine: Engine, request: SeriesRequest) -> pl.DataFrame:
         window = _window(conn, request, _LATEST_NORMALIZED_SQL)
         if window.empty:
             return finish_series(empty_series())
-        frame = _copy_frame(conn, series_plan(request, window), SERIES_EXACT_SCHEMA)
+        plan = series_plan(request, window)
+        if request.max_points is not None:
+            frame = _copy_frame(conn, plan, SERIES_EXACT_SCHEMA)
+        else:
+            frame = _with_previous_columns(_copy_frame(conn, plan, _FULL_RESOLUTION_SCHEMA))
     return finish_series(frame)
 
 
