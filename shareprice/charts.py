@@ -71,6 +71,13 @@ def styles_from(operators: pl.DataFrame) -> dict[int, OperatorStyle]:
     }
 
 
+def operator_label(operator_id: int, name: str) -> str:
+    """ "#12 Gamma node", or just "#12" when the name is only the default "Operator 12"."""
+    if name.strip().lower() in (f"operator {operator_id}", f"operator #{operator_id}", ""):
+        return f"#{operator_id}"
+    return f"#{operator_id} {name}"
+
+
 def mode_values(series: pl.DataFrame, mode: Mode) -> pl.DataFrame:
     """Add `y`: the price as the chosen mode shows it (floats from the exact columns)."""
     if mode == "bps":
@@ -119,11 +126,6 @@ def explorer_figure(
         shared_xaxes=True,
         vertical_spacing=0.04,
         row_heights=[0.56, 0.24, 0.20],
-        subplot_titles=(
-            f"Share price · {MODES[mode].lower()}",
-            f"Stake ({unit})",
-            f"Rewards ({unit})",
-        ),
     )
     date_hover = "<br>%{customdata}" if dates else ""
     if band is not None and mode == "absolute" and band.height:
@@ -141,11 +143,7 @@ def explorer_figure(
         )
         epochs = part["epoch"].to_numpy()
         custom = _hover_dates(epochs, dates)
-        label = (
-            f"#{operator_id} {style.name}"
-            if style.name != f"operator {operator_id}"
-            else f"#{operator_id}"
-        )
+        label = operator_label(operator_id, style.name)
         common = {
             "mode": "lines",
             "legendgroup": str(operator_id),
@@ -190,9 +188,9 @@ def explorer_figure(
         )
         _mark_end(fig, part, style, label)
     price_title = {
-        "absolute": "stake per share",
-        "bps": "bps per epoch",
-        "indexed": "index (start = 100)",
+        "absolute": "share price (stake per share)",
+        "bps": "change per epoch (bps)",
+        "indexed": "share price, index (start = 100)",
     }[mode]
     fig.update_yaxes(
         title_text=price_title,
@@ -201,16 +199,22 @@ def explorer_figure(
         row=1,
         col=1,
     )
-    fig.update_yaxes(title_text=unit, tickformat=".4~g", row=2, col=1)
-    fig.update_yaxes(title_text=unit, tickformat=".4~g", row=3, col=1)
+    fig.update_yaxes(title_text=f"stake ({unit})", tickformat=".4~g", row=2, col=1)
+    fig.update_yaxes(title_text=f"rewards ({unit})", tickformat=".4~g", row=3, col=1)
     fig.update_xaxes(title_text="epoch", row=3, col=1)
     if x_range is not None:
         fig.update_xaxes(range=[x_range[0], x_range[1]])
     fig.update_layout(
         height=height,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
         hovermode="closest",
-        legend={"orientation": "h", "y": 1.06, "x": 0, "font": {"size": 11}},
+        legend={
+            "orientation": "h",
+            "y": 1.01,
+            "yanchor": "bottom",
+            "x": 0,
+            "font": {"size": 11},
+        },
         uirevision="explorer",
     )
     return fig
