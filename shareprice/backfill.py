@@ -649,7 +649,9 @@ class Backfill:
                 if self.progress is not None:
                     self.progress(self.summary, None)
                 if pending:
-                    self._process(pending, interrupt, in_process=False)
+                    # One batch's worth: starting worker processes would cost more than it saves.
+                    small = len(pending) <= self.options.batch_size
+                    self._process(pending, interrupt, in_process=small)
                 if self.options.follow and not interrupt.requested:
                     self._follow(interrupt)
             except KeyboardInterrupt:
