@@ -176,12 +176,22 @@ class _PeakRss:
         self.client_cpu = self._tree_cpu() - self._cpu_at_start
 
 
-def copy_floor(url: URL, echo: Echo) -> tuple[float, int]:
-    """Seconds to COPY the output tables' rows into empty tables of the same shape."""
+def _backend_cpu(pid: int) -> float:
+    try:
+        return sum(psutil.Process(pid).cpu_times()[:2])
+    except psutil.Error:  # a server on another machine: not measured
+        return 0.0
+
+
+def copy_floor(url: URL, echo: Echo) -> tuple[float, int, float, float]:
+    """Seconds to COPY the output tables' rows into empty tables of the same shape, the rows,
+    and the client and server CPU seconds those COPYs took."""
     conninfo = db.libpq_url(url)
-    seconds = 0.0
+    seconds = client_cpu = server_cpu = 0.0
     rows = 0
     with psycopg.connect(conninfo) as conn, tempfile.TemporaryDirectory() as tmp:
+        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        conn.commit()
         for table in OUTPUT_TABLES:
             floor = f"copy_floor_{table}"
             path = Path(tmp) / f"{table}.copy"
@@ -197,6 +207,7 @@ def copy_floor(url: URL, echo: Echo) -> tuple[float, int]:
                 )
             conn.commit()
             started = time.perf_counter()
+            cpu_started = (time.process_time(), _backend_cpu(backend))
             with conn.cursor() as cur, path.open("rb") as fh:
                 with cur.copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(floor))) as copy:
                     while chunk := fh.read(1 << 20):
@@ -204,13 +215,15 @@ def copy_floor(url: URL, echo: Echo) -> tuple[float, int]:
                 n = cur.rowcount
             conn.commit()
             took = time.perf_counter() - started
+            client_cpu += time.process_time() - cpu_started[0]
+            server_cpu += _backend_cpu(backend) - cpu_started[1]
             seconds += took
             rows += max(n, 0)
             echo(f"  COPY {table}: {n:,} rows in {took:.2f}s")
             with conn.cursor() as cur:
                 cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(floor)))
             conn.commit()
-    return seconds, rows
+    return seconds, rows, client_cpu, server_cpu
 
 
 def run(
@@ -250,7 +263,7 @@ def run(
         with psycopg.connect(db.libpq_url(target), autocommit=True) as conn:
             conn.execute("CHECKPOINT")
         echo("COPY floor of the same rows ...")
-        floor_s, rows = copy_floor(target, echo)
+        floor_s, rows, floor_client_cpu, floor_server_cpu = copy_floor(target, echo)
         result = {
             "epochs": summary.epochs_done + summary.epochs_failed,
             "rows": rows,
@@ -261,8 +274,11 @@ def run(
             "peak_rss_mb": round(rss.peak / 2**20, 1),
             "failed_epochs": summary.epochs_failed,
             # Where the batches' time went, summed over workers: fetch + parse vs write.
+            # CPU seconds (load-independent, unlike wall times on a shared machine): the
+            # backfill's processes and server backends, and the floor's.
             "client_cpu_s": round(rss.client_cpu, 1),
             "server_cpu_s": round(rss.server_cpu, 1),
+            "floor_cpu_s": round(floor_client_cpu + floor_server_cpu, 1),
             "read_s": round(summary.read_seconds, 2),
             "write_s": round(summary.batch_seconds - summary.read_seconds, 2),
             "operator_states": summary.rows.get("operator_share_prices", 0),
