@@ -644,6 +644,7 @@ class Backfill:
                 self.summary.known_bad = 0 if self.options.retry_failed else self._known_bad()
                 if not pending and not self.options.follow:
                     self.summary.seconds = time.perf_counter() - self.started
+                    self._release()
                     return self.summary
                 self._start_run(len(pending))
                 if self.progress is not None:
@@ -702,9 +703,14 @@ class Backfill:
                 )
             return self.summary
         finally:
-            if self.lock_conn is not None:
-                with contextlib.suppress(Exception):
-                    self.lock_conn.close()
+            self._release()
+
+    def _release(self) -> None:
+        """Close the lock's connection: that releases the lock."""
+        if self.lock_conn is not None:
+            with contextlib.suppress(Exception):
+                self.lock_conn.close()
+            self.lock_conn = None
 
     def _mark_after_error(self, status: str, message: str) -> None:
         """Record how the run ended, on a fresh connection if the lock's one is gone."""
