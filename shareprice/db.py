@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg.conninfo
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
@@ -178,13 +179,29 @@ def check_available(engine: Engine) -> None:
 
 
 def libpq_url(engine_or_url: Engine | URL | str) -> str:
-    """A libpq connection string (for psycopg, pg_dump, psql) from a SQLAlchemy URL."""
+    """A libpq keyword/value conninfo (for psycopg and the pg_* tools) from a SQLAlchemy URL.
+
+    Keyword form rather than a URL: SQLAlchemy renders spaces in query values as '+', which
+    libpq does not decode, so `?options=-c statement_timeout=5000` would break as a URL.
+    """
     url = (
         engine_or_url.url
         if isinstance(engine_or_url, Engine)
         else config.normalize_url(engine_or_url)
     )
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    params: dict[str, str] = {}
+    for key, value in (
+        ("host", url.host),
+        ("port", url.port),
+        ("user", url.username),
+        ("password", url.password or None),
+        ("dbname", url.database),
+    ):
+        if value is not None:
+            params[key] = str(value)
+    for key, value in url.query.items():
+        params[key] = value if isinstance(value, str) else value[-1]
+    return psycopg.conninfo.make_conninfo(**params)
 
 
 def pg_tool(name: str, engine: Engine) -> Path:

@@ -51,3 +51,20 @@ def test_configured_url_prefers_shareprice_variable(monkeypatch):
 def test_default_data_dir_is_never_under_root_home(monkeypatch):
     monkeypatch.delenv("SHAREPRICE_DATA_DIR", raising=False)
     assert not str(config.data_dir()).startswith("/root")
+
+
+def test_libpq_conninfo_keeps_spaces_in_options_and_the_password_exact():
+    import psycopg.conninfo
+
+    from shareprice import db
+
+    conninfo = db.libpq_url("postgresql://u:p%20w+x@h:5/d?options=-c%20statement_timeout%3D5000")
+    parsed = psycopg.conninfo.conninfo_to_dict(conninfo)
+    assert parsed == {
+        "host": "h",
+        "port": "5",
+        "user": "u",
+        "password": "p w+x",
+        "dbname": "d",
+        "options": "-c statement_timeout=5000",
+    }
