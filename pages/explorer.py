@@ -112,17 +112,23 @@ with ui.page_guard():
         left.button(f"Largest {len(defaults)}", on_click=_choose, args=(defaults,), width="stretch")
         right.button("Clear", on_click=_choose, args=((),), width="stretch")
         st.subheader("Display")
-        st.radio("Share price", list(charts.MODES), format_func=charts.MODES.get, key="ex_mode")
-        st.radio(
+        st.segmented_control(
+            "Share price",
+            list(charts.MODES),
+            format_func=charts.MODES.get,
+            key="ex_mode",
+            required=True,
+        )
+        st.segmented_control(
             "Axis",
             list(charts.SCALES),
             format_func=charts.SCALES.get,
             key="ex_scale",
-            horizontal=True,
+            required=True,
             disabled=st.session_state.ex_mode == "bps",
             help="A log axis cannot show changes per epoch (0 or negative).",
         )
-        st.radio("Unit", list(charts.UNITS), key="ex_unit", horizontal=True)
+        st.segmented_control("Unit", list(charts.UNITS), key="ex_unit", required=True)
         st.toggle(
             "All-operators band",
             key="ex_band",

@@ -164,7 +164,7 @@ def test_widgets_change_the_request(db_url, loaded):
     run(at)
     assert any("epochs 250–299" in c.value for c in at.caption)
     assert at.query_params["range"] == "50"
-    at.radio(key="ex_mode").set_value("bps")
+    at.segmented_control(key="ex_mode").set_value("bps")
     run(at)
     assert at.query_params["mode"] == "bps"
     assert not any("median" in (t.get("name") or "") for t in chart_spec(at)["data"])
@@ -189,8 +189,8 @@ def test_page_restores_state_from_the_link(db_url, loaded):
     run(at)
     assert at.multiselect(key="ex_ops").value == [7, 1]
     assert at.slider(key="ex_range").value == (10, 20)
-    assert at.radio(key="ex_mode").value == "indexed"
-    assert at.radio(key="ex_unit").value == "Shannons"
+    assert at.segmented_control(key="ex_mode").value == "indexed"
+    assert at.segmented_control(key="ex_unit").value == "Shannons"
     assert not at.warning or all("read-write" in w.value for w in at.warning)
     spec = chart_spec(at)
     assert spec["layout"]["yaxis"]["type"] == "log"
