@@ -31,8 +31,16 @@ def _walk(command: click.Command, path: list[str]) -> list[tuple[list[str], clic
 def cli_reference() -> str:
     parts: list[str] = []
     for path, command in _walk(main, ["shareprice"]):
-        ctx = click.Context(command, info_name=" ".join(path), terminal_width=100)
-        ctx.max_content_width = 100
+        # The CLI's own context settings (-h as well as --help), passed explicitly: click
+        # otherwise applies them only to contexts made while parsing a real command line, and
+        # the output would depend on whether the CLI ran earlier in this process.
+        ctx = click.Context(
+            command,
+            info_name=" ".join(path),
+            terminal_width=100,
+            max_content_width=100,
+            help_option_names=["-h", "--help"],
+        )
         help_text = command.get_help(ctx).rstrip()
         level = "###" if len(path) <= 2 else "####"
         parts.append(f"{level} `{' '.join(path)}`\n\n```text\n{help_text}\n```\n")
