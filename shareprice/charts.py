@@ -228,29 +228,17 @@ def _add_band(fig: go.Figure, band: pl.DataFrame, dates: Mapping[int, str] | Non
         ("p25_price", "p75_price", 0.3, "All operators p25–p75"),
     ]
     for low, high, alpha, name in pairs:
+        # One closed polygon per band (along the top, back along the bottom): one trace each
+        # instead of two "tonexty" traces, which is what costs in the browser.
         fig.add_trace(
             go.Scatter(
-                x=epochs,
-                y=band[low].to_numpy(),
+                x=np.concatenate([epochs, epochs[::-1]]),
+                y=np.concatenate([band[high].to_numpy(), band[low].to_numpy()[::-1]]),
                 mode="lines",
                 line={"width": 0},
-                hoverinfo="skip",
-                showlegend=False,
-                legendgroup=name,
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=epochs,
-                y=band[high].to_numpy(),
-                mode="lines",
-                line={"width": 0},
-                fill="tonexty",
+                fill="toself",
                 fillcolor=BAND_COLOR.format(alpha=alpha),
                 name=name,
-                legendgroup=name,
                 hoverinfo="skip",
             ),
             row=1,
