@@ -146,7 +146,18 @@ def main() -> None:
     env = dict(os.environ, SHAREPRICE_DATABASE_URL=args.url)
     env.pop("SHAREPRICE_READONLY_URL", None)
     results: dict[str, list] = {
-        k: [] for k in ("explorer", "bare", "bare_gl", "ws", "http", "rerun", "rerun_server")
+        k: []
+        for k in (
+            "explorer",
+            "bare",
+            "bare_gl",
+            "ws",
+            "http",
+            "bare_ws",
+            "bare_http",
+            "rerun",
+            "rerun_server",
+        )  # fmt: skip
     }
     cold = None
     with (
@@ -174,6 +185,9 @@ def main() -> None:
                     view = measure_view(browser, bare + "/" + query, 1, "bare page drawn")
                     if run:
                         results[key].append(view["ms"])
+                        if key == "bare":
+                            results["bare_ws"].append(view["ws"])
+                            results["bare_http"].append(view["http"])
                     view["context"].close()
         finally:
             browser.close()
@@ -188,6 +202,8 @@ def main() -> None:
         "explorer_over_bare": round(median["explorer"] / median["bare"], 3),
         "first_view_websocket_bytes": int(median["ws"]),
         "first_view_http_bytes": int(median["http"]),
+        "bare_page_websocket_bytes": int(median["bare_ws"]),
+        "bare_page_http_bytes": int(median["bare_http"]),
         "rerun_preset_change_ms": round(median["rerun"], 1),
         "rerun_server_ms": median["rerun_server"],
     }
