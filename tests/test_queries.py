@@ -374,3 +374,29 @@ def test_band_without_the_stored_table_is_computed_live(engine, small):
     assert queries.frames_equal(
         queries.band_v2(engine, queries.SeriesRequest(max_points=12)), expected
     )
+
+
+def test_an_epoch_written_in_two_statements_is_repaired_when_marked(engine, small):
+    with engine.begin() as conn:
+        for lo, hi in ((0, 1), (2, 3)):  # one epoch's rows in two INSERT statements
+            conn.exec_driver_sql(
+                "INSERT INTO operator_share_prices SELECT o, 50, 1000000000000000000::numeric"
+                " + 7 * o, 'storage_dump' FROM generate_series(%s::int, %s::int) o",
+                (lo, hi),
+            )
+        partial = conn.exec_driver_sql(
+            "SELECT operators FROM epoch_price_bands WHERE epoch = 50"
+        ).scalar_one()
+        assert partial == 2  # the second statement's rows only
+        conn.exec_driver_sql(
+            "INSERT INTO epoch_normalizations (epoch, revision, operator_count) VALUES (50, 1, 4)"
+        )
+        repaired = conn.exec_driver_sql(
+            "SELECT operators, p95 FROM epoch_price_bands WHERE epoch = 50"
+        ).one()
+    assert tuple(repaired) == (4, 10**18 + 21)
+    band = queries.band_v2(engine, queries.SeriesRequest(epoch_from=50))
+    assert band["operators"].to_list() == [4]
+    assert queries.frames_equal(
+        band, queries.band_live(engine, queries.SeriesRequest(epoch_from=50))
+    )
