@@ -116,8 +116,13 @@ def _settle(page) -> None:
     page.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for(timeout=60_000)
 
 
-def _selected_chips(page) -> list[str]:
+def _selected_chips(page, count: int) -> list[str]:
+    """The operator picker's chips, once there are `count` of them (the sidebar is drawn after
+    the chart, so it can still be arriving when the chart is already there)."""
+    from playwright.sync_api import expect
+
     chips = page.locator('[data-testid="stMultiSelect"]').nth(1).locator("[data-tag] > span[title]")
+    expect(chips).to_have_count(count, timeout=60_000)
     return sorted(chips.all_inner_texts())
 
 
@@ -146,12 +151,13 @@ def test_explorer_selection_range_and_shared_url(explorer_url):
             page.goto(explorer_url + "/", wait_until="domcontentloaded", timeout=60_000)
             _settle(page)
             assert page.locator('[data-testid="stException"]').count() == 0
-            assert len(_selected_chips(page)) == 8  # the default: largest 8 active operators
+            assert len(_selected_chips(page, 8)) == 8  # the default: largest 8 active operators
             _wait_caption(page, "8 operators · epochs 0–399")
 
             # choose exactly two operators: clear, then search by name and by id
             page.get_by_role("button", name="Clear", exact=True).click()
             _settle(page)
+            _selected_chips(page, 0)
             picker = page.locator('[data-testid="stMultiSelect"]').nth(1).locator("input")
             picker.click()
             picker.fill("Gamma")
@@ -162,7 +168,7 @@ def test_explorer_selection_range_and_shared_url(explorer_url):
             page.keyboard.press("Enter")
             page.keyboard.press("Escape")
             _settle(page)
-            assert _selected_chips(page) == [
+            assert _selected_chips(page, 2) == [
                 "#3 · Gamma node · registered",
                 "#5 · operator 5 · deregistered",
             ]
@@ -185,7 +191,7 @@ def test_explorer_selection_range_and_shared_url(explorer_url):
             other.goto(shared, wait_until="domcontentloaded", timeout=60_000)
             _settle(other)
             _wait_caption(other, "2 operators · epochs 200–399")
-            assert _selected_chips(other) == _selected_chips(page)
+            assert _selected_chips(other, 2) == _selected_chips(page, 2)
             assert other.locator('[data-testid="stException"]').count() == 0
             other.screenshot(path=str(shot), full_page=True)
         finally:
