@@ -137,7 +137,7 @@ with ui.page_guard():
         )
         ui.connection_notice()
 
-    presets, slider = controls.columns([2, 5], vertical_alignment="bottom")
+    presets, slider = controls.columns([3, 5], vertical_alignment="bottom")
     presets.segmented_control(
         "Range (epochs)",
         list(explorer.RANGE_PRESETS),
