@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from shareprice.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: (url path, title the page shows)
 PAGES = [
     ("/", "Share price explorer"),
@@ -42,25 +26,6 @@ pytestmark = [
         not CHROMIUM.exists(), reason="system Chromium not found at /usr/bin/chromium"
     ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(port: int, process: subprocess.Popen, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        time.sleep(0.3)
-    raise TimeoutError("streamlit did not become healthy")
 
 
 @pytest.fixture()
@@ -83,42 +48,9 @@ def dashboard(db_url, engine, tmp_path):
                 "SELECT epoch, revision, 0 FROM epochs WHERE epoch < 3"
             )
         )
-    port = _free_port()
-    env = dict(os.environ)
-    env["SHAREPRICE_DATABASE_URL"] = db_url.render_as_string(hide_password=False)
-    env.pop("SHAREPRICE_READONLY_URL", None)
-    log = (tmp_path / "streamlit.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(ROOT / "dashboard.py"),
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_healthy(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    url = db_url.render_as_string(hide_password=False)
+    with streamlit_server(url, tmp_path / "streamlit.log") as server:
+        yield server.url
 
 
 def test_every_page_opens_without_exception(dashboard):
