@@ -26,18 +26,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from shareprice.streamlit_server import CHROMIUM, CHROMIUM_ARGS
+
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def free_port() -> int:
@@ -165,7 +156,9 @@ def main() -> None:
         streamlit_server(ROOT / "bench/bare_plotly_page.py", env) as bare,
         sync_playwright() as p,
     ):
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
         try:
             for run in range(args.runs + 1):  # the first explorer view is cold (empty cache)
                 view = measure_view(browser, dashboard + "/", 8, "Server time")
