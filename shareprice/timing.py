@@ -870,19 +870,12 @@ def run_detailed(
     except KeyboardInterrupt:
         status, error = "stopped", "stopped by the user"
     except Exception as exc:  # recorded with the run, then re-raised for the caller
-        if stop_requested is not None and stop_requested():
-            status, error = "stopped", "stopped by the user"
+        if stop_requested is None or not stop_requested():
             if run_id is not None:
-                finish_run(engine, run_id, status, error)
-            run = DetailedRun(
-                results, status, run_id, not_saved, cold_method, database_profile(engine), error
-            )
-            emit({"event": "done", "run": run.to_json_dict()})
-            return run
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        if run_id is not None:
-            finish_run(engine, run_id, status, error)
-        raise
+                finish_run(engine, run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        # A failure caused by the user's Stop (e.g. a cancelled statement) is a stop.
+        status, error = "stopped", "stopped by the user"
     if run_id is not None:
         finish_run(engine, run_id, status, error)
     run = DetailedRun(
