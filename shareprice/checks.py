@@ -274,11 +274,11 @@ def _operator_counts(conn: Connection, scope: Scope) -> Outcome:
 @check(
     "prices_match_raw",
     "Every normalized share price equals the price recomputed from the raw JSON by the shared "
-    "parser (shareprice.parser), for every operator both sides have. Count: rows that differ.",
+    "parser (shareprice.chain.parser), for every operator both sides have. Count: rows that differ.",
     reads_raw=True,
 )
 def _prices_match_raw(conn: Connection, scope: Scope) -> Outcome:
-    from shareprice import parser
+    from shareprice.chain import parser
 
     epochs = (
         scope.sample

@@ -33,8 +33,8 @@ import numpy as np
 import orjson
 from sqlalchemy.engine import Engine
 
-from shareprice import codec
-from shareprice.records import PERQ
+from shareprice.chain import codec
+from shareprice.chain.records import PERQ
 
 __all__ = [
     "PROFILES",

@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from sqlalchemy.engine import Engine
 
-from shareprice.parser import ParseError, load_json, parse_document
+from shareprice.chain.parser import ParseError, load_json, parse_document
 
 __all__ = ["ImportSummary", "JsonStreamError", "import_paths", "iter_documents_in_file"]
 

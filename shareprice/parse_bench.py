@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import Engine
 
-from shareprice import parser
+from shareprice.chain import parser
 
 # Normalization's view of one raw epoch: operator entry values (one per line, in dump order;
 # a value is JSON text and cannot contain a raw newline) and the rewards map.

@@ -38,7 +38,7 @@ from psycopg import sql
 from sqlalchemy.engine import Engine
 
 from shareprice import yields
-from shareprice.records import PERQ
+from shareprice.chain.records import PERQ
 
 #: Downsampling keeps, per bucket, the first and last point, the min and max price, and the
 #: min and max change per epoch: six points, so a bucket never holds more than that.
@@ -456,7 +456,7 @@ _RAW_DOCUMENTS_SQL = sql.SQL(
 
 def _raw_documents(conn: psycopg.Connection, window: Window) -> Iterator[Any]:
     """Parsed documents of the window's epochs, read in batches (never the whole table at once)."""
-    from shareprice.parser import parse_document
+    from shareprice.chain.parser import parse_document
 
     epochs_filter, params = _filters(None, window, "epochs")
     started = time.perf_counter()

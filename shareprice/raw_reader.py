@@ -42,7 +42,7 @@ from typing import Any
 
 import psycopg
 
-from shareprice.parser import (
+from shareprice.chain.parser import (
     ParseError,
     chain_price_rows,
     load_json,
@@ -50,7 +50,7 @@ from shareprice.parser import (
     parse_document,
     parse_rewards,
 )
-from shareprice.records import Format
+from shareprice.chain.records import Format
 
 #: The storage-key length of an OperatorEpochSharePrice entry: "0x" + pallet + item + u64 + 2 u32.
 _CHAIN_KEY_LEN = 2 + 32 + 32 + 16 + 8 + 8

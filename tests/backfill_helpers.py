@@ -14,7 +14,7 @@ import psycopg
 from sqlalchemy.engine import URL
 
 from shareprice import db
-from shareprice.parser import ParseError, parse_document
+from shareprice.chain.parser import ParseError, parse_document
 
 #: The backfill's output, each table's rows in key order, without timestamps and run ids
 #: (which legitimately differ between two correct runs).

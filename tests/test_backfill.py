@@ -409,7 +409,7 @@ def test_the_fast_reader_agrees_with_parse_document_on_mutated_documents(db_url)
     from hypothesis import HealthCheck, given, settings
 
     from shareprice import raw_reader
-    from shareprice.parser import ParseError, parse_document
+    from shareprice.chain.parser import ParseError, parse_document
 
     doc = orjson.loads(list(generator.iter_documents("small", seed=4, epochs=12))[-1].data)
     doc["epoch"] = 1

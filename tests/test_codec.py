@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shareprice import codec
+from shareprice.chain import codec
 
 u128 = st.integers(min_value=0, max_value=codec.U128_MAX)
 u64 = st.integers(min_value=0, max_value=codec.U64_MAX)

@@ -15,7 +15,7 @@ from conftest import TEMPLATE_DB, drop_database, new_database
 from test_fuzz_parsers import _mutate, _paths
 
 from shareprice import backfill, db, importer
-from shareprice.parser import ParseError, parse_document
+from shareprice.chain.parser import ParseError, parse_document
 
 MUTATIONS = ["drop", "junk", "truncate", "nest", "non_ascii", "huge", "negative"]
 JUNK = [None, "0xzz", -5, 10**41, "١٢٣", {"a": [1]}, [], "", 1.5]

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shareprice.parser import ParseError, parse_document
-from shareprice.records import PERQ, EpochRecord
+from shareprice.chain.parser import ParseError, parse_document
+from shareprice.chain.records import PERQ, EpochRecord
 
 SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "autonomys"
 FUZZ = settings(

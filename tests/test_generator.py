@@ -9,9 +9,10 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from shareprice import codec, generator
-from shareprice.parser import parse_document
-from shareprice.records import PERQ
+from shareprice import generator
+from shareprice.chain import codec
+from shareprice.chain.parser import parse_document
+from shareprice.chain.records import PERQ
 
 
 def _records(url):

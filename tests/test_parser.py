@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from shareprice import codec
-from shareprice.parser import parse_document
-from shareprice.records import PERQ, stake_per_share_perq
+from shareprice.chain import codec
+from shareprice.chain.parser import parse_document
+from shareprice.chain.records import PERQ, stake_per_share_perq
 
 
 @pytest.fixture(scope="module")

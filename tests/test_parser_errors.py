@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shareprice import codec
-from shareprice.parser import ParseError, _operator_row_strict, operator_rows, parse_document
-from shareprice.records import PERQ
+from shareprice.chain import codec
+from shareprice.chain.parser import ParseError, _operator_row_strict, operator_rows, parse_document
+from shareprice.chain.records import PERQ
 
 FORTY_DIGITS = "1234567890123456789012345678901234567890"
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from conftest import clone_database, drop_database
 
 from shareprice import backfill, db, views
+from shareprice.chain.parser import parse_document
 from shareprice.cli import main
-from shareprice.parser import parse_document
 
 
 def _url(url) -> str:

@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from shareprice.codec import (
+from shareprice.chain.codec import (
     CHAIN_PRICE_KEY_LEN,
     CHAIN_PRICE_PREFIX,
     KEY_PREFIX_LEN,
@@ -53,7 +53,7 @@ from shareprice.codec import (
     decode_operator_key,
     decode_u128,
 )
-from shareprice.records import (
+from shareprice.chain.records import (
     PERQ,
     ChainSharePrice,
     EpochRecord,
