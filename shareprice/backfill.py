@@ -42,7 +42,6 @@ import orjson
 import psycopg
 from sqlalchemy.engine import Engine
 
-from shareprice import config, db
 from shareprice.normalize import (
     FLUSH_ROWS,
     BatchRows,
@@ -53,6 +52,7 @@ from shareprice.normalize import (
     write_batch,
 )
 from shareprice.raw_reader import configure, fetch, load_document, parse_batch, prefetch
+from shareprice.store import config, db
 
 #: Session advisory lock held by the running backfill (pg_advisory_lock(bigint) keys).
 LOCK_KEY = 0x5E4E_0401

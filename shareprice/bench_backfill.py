@@ -27,8 +27,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL
 
-from shareprice import config, db, migrate
 from shareprice.backfill import Options, run_backfill
+from shareprice.store import config, db, migrate
 
 #: The tables a backfill writes, i.e. the rows the COPY floor copies.
 OUTPUT_TABLES = (

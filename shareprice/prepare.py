@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Engine
 
-from shareprice import migrate
+from shareprice.store import migrate
 
 
 def epoch_count(engine: Engine) -> int:

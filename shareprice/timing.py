@@ -27,7 +27,8 @@ import polars as pl
 import psycopg
 from sqlalchemy.engine import Engine
 
-from shareprice import db, queries
+from shareprice import queries
+from shareprice.store import db
 
 SHAPE_NAMES = (
     "all_epochs_4_operators",

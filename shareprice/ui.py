@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from shareprice import config, db
+from shareprice.store import config, db
 
 
 def _secrets_to_env() -> None:

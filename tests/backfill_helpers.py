@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL
 
-from shareprice import db
 from shareprice.chain.parser import ParseError, parse_document
+from shareprice.store import db
 
 #: The backfill's output, each table's rows in key order, without timestamps and run ids
 #: (which legitimately differ between two correct runs).

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from shareprice import config, db, migrate
+from shareprice.store import config, db, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data" / "autonomys"

@@ -10,7 +10,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from shareprice import backfill, db, migrate
+from shareprice import backfill
+from shareprice.store import db, migrate
 
 
 def test_old_database_is_adopted_without_touching_raw_data(empty_db_url, shared_data):

@@ -21,9 +21,10 @@ from backfill_helpers import (
 from click.testing import CliRunner
 from conftest import clone_database, drop_database
 
-from shareprice import backfill, db, generator
+from shareprice import backfill, generator
 from shareprice.cli import main
 from shareprice.normalize import default_color, default_name
+from shareprice.store import db
 
 
 @pytest.fixture()

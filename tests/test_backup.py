@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from conftest import clone_database, drop_database, new_database
 from test_external_postgres import pg15_url  # noqa: F401 (a fixture)
 
-from shareprice import backup, config
 from shareprice.cli import main
+from shareprice.store import backup, config
 
 
 def _url(url) -> str:
@@ -128,7 +128,8 @@ def test_backfill_backup_restore_and_views_on_postgres_15_with_a_password(pg15_u
     password through PGPASSWORD, the v1 view decodes hex without PostgreSQL 16's help."""
     import sqlalchemy as sa
 
-    from shareprice import backfill, db, generator, migrate, views
+    from shareprice import backfill, generator
+    from shareprice.store import analytics_view, db, migrate
 
     admin, password = pg15_url
     admin_engine = sa.create_engine(config.normalize_url(admin), isolation_level="AUTOCOMMIT")
@@ -149,8 +150,8 @@ def test_backfill_backup_restore_and_views_on_postgres_15_with_a_password(pg15_u
             )
     summary = backfill.run_backfill(engine, backfill.Options(workers=2, batch_size=4))
     assert summary.status == "succeeded" and summary.epochs_done == 25
-    assert views.differences(engine) == []
-    views.use_v2(engine)
+    assert analytics_view.differences(engine) == []
+    analytics_view.use_v2(engine)
 
     result = CliRunner().invoke(main, ["backup", "--url", _url(src), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -16,7 +16,8 @@ from conftest import clone_database, drop_database
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from shareprice import backfill, checks, config, db
+from shareprice import backfill, checks
+from shareprice.store import config, db
 
 SHAREPRICE = [sys.executable, "-m", "shareprice.cli"]
 SLASHED_WARNING = "prices_never_decrease"  # the small data set slashes one operator: a warning

@@ -1,7 +1,7 @@
 import pytest
 from sqlalchemy.engine import make_url
 
-from shareprice import config
+from shareprice.store import config
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_default_data_dir_is_never_under_root_home(monkeypatch):
 def test_libpq_conninfo_keeps_spaces_in_options_and_the_password_exact():
     import psycopg.conninfo
 
-    from shareprice import db
+    from shareprice.store import db
 
     conninfo = db.libpq_url("postgresql://u:p%20w+x@h:5/d?options=-c%20statement_timeout%3D5000")
     parsed = psycopg.conninfo.conninfo_to_dict(conninfo)

@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from shareprice import config, db, migrate
 from shareprice.cli import main
+from shareprice.store import config, db, migrate
 
 PG15 = Path("/usr/lib/postgresql/15/bin")
 

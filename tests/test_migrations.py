@@ -4,8 +4,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from shareprice import db, migrate
 from shareprice.cli import main
+from shareprice.store import db, migrate
 
 
 def table_names(engine: sa.Engine) -> set[str]:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from streamlit.testing.v1 import AppTest
 
-from shareprice import db, migrate
+from shareprice.store import db, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/explorer.py", "pages/progress.py", "pages/integrity.py", "pages/timings.py"]

@@ -180,7 +180,7 @@ V1_V2_REQUESTS = [
 
 @pytest.mark.parametrize("request_", V1_V2_REQUESTS, ids=repr)
 def test_v1_equals_v2_on_generated_data(normalized_small_url, request_):
-    from shareprice import db
+    from shareprice.store import db
 
     engine = db.get_engine(normalized_small_url)
     v1 = queries.series_v1(engine, request_)
@@ -195,7 +195,7 @@ def test_v1_equals_v2_on_generated_data(normalized_small_url, request_):
 
 
 def test_generated_data_covers_every_operator_and_epoch(normalized_small_url, raw_small_summary):
-    from shareprice import db
+    from shareprice.store import db
 
     engine = db.get_engine(normalized_small_url)
     v2 = queries.series_v2(engine, queries.SeriesRequest())
@@ -250,7 +250,7 @@ def _stored_bands(engine) -> int:
 
 
 def test_stored_band_is_kept_by_the_backfill(normalized_small_url):
-    from shareprice import db
+    from shareprice.store import db
 
     engine = db.get_engine(normalized_small_url)
     with engine.connect() as conn:

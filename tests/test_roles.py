@@ -7,8 +7,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from streamlit.testing.v1 import AppTest
 
-from shareprice import db, roles, ui
+from shareprice import ui
 from shareprice.cli import main
+from shareprice.store import db, roles
 
 ROOT = Path(__file__).resolve().parent.parent
 

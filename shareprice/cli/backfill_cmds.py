@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 import orjson
 
-from shareprice import config
 from shareprice.cli.common import engine_for, friendly_errors, url_option
+from shareprice.store import config
 
 EXIT_FAILED = 1
 EXIT_LOCKED = 3
@@ -206,7 +206,7 @@ def backup_cmd(
     compress: str | None,
 ) -> None:
     """Dump the database (pg_dump custom format) with a manifest of row counts and checksums."""
-    from shareprice import backup
+    from shareprice.store import backup
 
     echo = lambda text: click.echo(text, err=True)  # noqa: E731
     try:
@@ -246,7 +246,7 @@ def backup_cmd(
 @friendly_errors
 def restore_cmd(directory: Path, into: str, force: bool, jobs: int) -> None:
     """Restore a backup into a database and verify counts and checksums against its manifest."""
-    from shareprice import backup
+    from shareprice.store import backup
 
     try:
         result = backup.restore_backup(
@@ -288,10 +288,10 @@ def views_group() -> None:
 @friendly_errors
 def views_status(url: str | None, compare_last: int | None) -> None:
     """Show the installed definition (and optionally whether v1 and v2 agree)."""
-    from shareprice import views
+    from shareprice.store import analytics_view
 
     engine = engine_for(url)
-    state = views.state(engine)
+    state = analytics_view.state(engine)
     click.echo(state.describe())
     if compare_last is not None:
         with engine.connect() as conn:
@@ -300,7 +300,7 @@ def views_status(url: str | None, compare_last: int | None) -> None:
             click.echo("no epochs to compare")
             return
         lo = max(0, latest - compare_last + 1)
-        diff = views.differences(engine, lo, latest)
+        diff = analytics_view.differences(engine, lo, latest)
         if diff:
             for row in diff:
                 click.echo(f"  {row}")
@@ -314,11 +314,11 @@ def views_status(url: str | None, compare_last: int | None) -> None:
 @friendly_errors
 def views_use_v2(url: str | None, force: bool) -> None:
     """Swap comprehensive_analytics to v2 in one transaction (v1 kept as ..._old)."""
-    from shareprice import views
+    from shareprice.store import analytics_view
 
     try:
-        click.echo(views.use_v2(engine_for(url), force=force))
-    except views.ViewSwapRefused as exc:
+        click.echo(analytics_view.use_v2(engine_for(url), force=force))
+    except analytics_view.ViewSwapRefused as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -327,11 +327,11 @@ def views_use_v2(url: str | None, force: bool) -> None:
 @friendly_errors
 def views_rollback(url: str | None) -> None:
     """Swap comprehensive_analytics back to v1."""
-    from shareprice import views
+    from shareprice.store import analytics_view
 
     try:
-        click.echo(views.rollback(engine_for(url)))
-    except views.ViewSwapRefused as exc:
+        click.echo(analytics_view.rollback(engine_for(url)))
+    except analytics_view.ViewSwapRefused as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from sqlalchemy.engine import Engine
 
-from shareprice import config, db
+from shareprice.store import config, db
 
 url_option = click.option(
     "--url",

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from shareprice import config
 from shareprice.cli.common import engine_for, friendly_errors, url_option
+from shareprice.store import config
 
 
 @click.command("demo")
@@ -33,7 +33,8 @@ def demo_cmd(
     profile: str, seed: int, epochs: int | None, operators: int | None, url: str | None
 ) -> None:
     """Fill an EMPTY database with realistic generated Format A documents (one transaction)."""
-    from shareprice import generator, migrate
+    from shareprice import generator
+    from shareprice.store import migrate
 
     engine = engine_for(url)
     migrate.migrate(engine)
@@ -78,7 +79,8 @@ def import_cmd(paths: tuple[str, ...], replace: bool, url: str | None, as_json: 
     documents are listed with their reason and never written; the others still are. Exit
     status 1 when anything was invalid or conflicting.
     """
-    from shareprice import importer, migrate
+    from shareprice import importer
+    from shareprice.store import migrate
 
     engine = engine_for(url)
     migrate.migrate(engine)

@@ -6,8 +6,8 @@ import time
 
 import click
 
-from shareprice import config, db, migrate
 from shareprice.cli.common import engine_for, friendly_errors, url_option
+from shareprice.store import config, db, migrate
 
 
 @click.group("db")
@@ -84,7 +84,7 @@ def db_roles(
     """Create the read-only dashboard role and the import/backfill role (idempotent)."""
     import os
 
-    from shareprice import roles
+    from shareprice.store import roles
 
     def password(var: str | None) -> str | None:
         if var is None:

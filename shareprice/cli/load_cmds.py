@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 import orjson
 
-from shareprice import config
 from shareprice.cli.common import friendly_errors, url_option
+from shareprice.store import config
 
 
 @click.command("load")

@@ -10,13 +10,29 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+def _shipped_sql_dir() -> Traversable:
+    """The migrations: top-level `sql/` in a checkout, shipped as `shareprice.sql` in the wheel.
+
+    pyproject maps the package `shareprice.sql` onto the top-level folder, so one copy of the
+    files serves both; reading them through importlib.resources works from a wheel, a zip or an
+    editable install alike. A plain source tree (no install at all) falls back to the folder.
+    """
+    try:
+        return resources.files("shareprice.sql")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / "sql"
+
+
+SQL_DIR = _shipped_sql_dir()
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 # Serializes concurrent `migrate` calls (two test workers, make run + CLI) on one database.
@@ -40,7 +56,7 @@ class MigrationError(RuntimeError):
 class Migration:
     version: int
     name: str
-    path: Path
+    path: Traversable
     sql: str
 
     @property
@@ -48,9 +64,10 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
+def discover(sql_dir: Traversable = SQL_DIR) -> list[Migration]:
     found: list[Migration] = []
-    for path in sorted(sql_dir.glob("*.sql")):
+    files = [p for p in sql_dir.iterdir() if p.name.endswith(".sql") and p.is_file()]
+    for path in sorted(files, key=lambda p: p.name):
         match = _NAME.match(path.name)
         if not match:
             raise MigrationError(f"{path.name}: migration files are named NNN_lower_snake.sql")
@@ -61,7 +78,7 @@ def discover(sql_dir: Path = SQL_DIR) -> list[Migration]:
     return found
 
 
-def migrate(engine: Engine, sql_dir: Path = SQL_DIR) -> list[str]:
+def migrate(engine: Engine, sql_dir: Traversable = SQL_DIR) -> list[str]:
     """Apply pending migrations; return the names applied (empty when up to date)."""
     migrations = discover(sql_dir)
     applied_now: list[str] = []

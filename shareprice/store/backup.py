@@ -41,7 +41,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL, Engine
 
-from shareprice import config, db
+from shareprice.store import config, db
 
 MANIFEST = "manifest.json"
 DUMP = "shareprice.dump"

@@ -19,7 +19,7 @@ import psycopg.conninfo
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
-from shareprice import config
+from shareprice.store import config
 
 _engine_lock = threading.Lock()
 _engines: dict[str, Engine] = {}

@@ -1,7 +1,7 @@
 """Where the database is and how to show its address without leaking a password.
 
 Configuration comes from the environment (or `.streamlit/secrets.toml`, read by the UI glue and
-passed in as environment variables). Nothing here connects; `shareprice.db` does.
+passed in as environment variables). Nothing here connects; `shareprice.store.db` does.
 """
 
 from __future__ import annotations
