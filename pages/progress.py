@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from shareprice import progress, ui
+from shareprice import ui
+from shareprice.backfill import status
 
 REFRESH_SECONDS = 2
 
@@ -18,7 +19,7 @@ live = st.toggle(f"Refresh every {REFRESH_SECONDS} s", value=True)
 @st.fragment(run_every=REFRESH_SECONDS if live else None)
 def show_progress() -> None:
     with ui.database_guard():
-        summary = progress.summarize(ui.engine())
+        summary = status.summarize(ui.engine())
     if summary.raw_epochs == 0 and not summary.past_runs:
         ui.empty_state()
         return
@@ -42,7 +43,7 @@ def show_progress() -> None:
     if run is None:
         st.info("No backfill has run yet: `shareprice backfill` normalizes the raw epochs.")
     else:
-        line = progress.run_line(run)
+        line = status.run_line(run)
         if run.effective_status == "running":
             st.info(line, icon="⏳")
         elif run.effective_status == "succeeded":
@@ -58,29 +59,29 @@ def show_progress() -> None:
         rate, rows_rate, eta, beat = st.columns(4)
         rate.metric("Epochs/s", f"{run.epochs_per_s:.1f}" if run.epochs_per_s else "-")
         rows_rate.metric("Rows/s", f"{run.rows_per_s:,.0f}" if run.rows_per_s else "-")
-        eta.metric("ETA", progress.format_duration(run.eta_s))
-        beat.metric("Heartbeat age", progress.format_duration(run.heartbeat_age_s))
+        eta.metric("ETA", status.format_duration(run.eta_s))
+        beat.metric("Heartbeat age", status.format_duration(run.heartbeat_age_s))
 
     st.subheader("Coverage")
     st.caption(
         "Raw epochs by state: normalized (current revision), stale (raw document changed since), "
         "failed, pending. Gaps show as non-green stripes. Not normalized: "
-        + progress.format_ranges(summary.missing_ranges)
+        + status.format_ranges(summary.missing_ranges)
     )
     if summary.coverage:
-        st.plotly_chart(progress.coverage_figure(summary), width="stretch")
+        st.plotly_chart(status.coverage_figure(summary), width="stretch")
 
     st.subheader("Rows per table")
-    st.dataframe(progress.tables_table(summary.tables), hide_index=True)
+    st.dataframe(status.tables_table(summary.tables), hide_index=True)
 
     st.subheader("Failed epochs")
     if summary.failures:
-        st.dataframe(progress.failures_table(summary.failures), hide_index=True)
+        st.dataframe(status.failures_table(summary.failures), hide_index=True)
     else:
         st.write("None: every epoch a run tried was normalized.")
 
     st.subheader("Runs")
-    st.dataframe(progress.runs_table(summary.past_runs), hide_index=True)
+    st.dataframe(status.runs_table(summary.past_runs), hide_index=True)
 
     for note in summary.notes:
         st.caption(f"Note: {note}.")

@@ -83,7 +83,7 @@ def _clone(source: URL, name: str, echo: Echo) -> URL:
 
 
 def _generate(server: URL, name: str, profile: str, echo: Echo) -> URL:
-    from shareprice import generator
+    from shareprice.ingest import generator
 
     with _admin(server) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -330,7 +330,7 @@ def follow_latency(
     profile: str = "seed-scale",
     base_epochs: int = 60,
 ) -> dict[str, Any]:
-    from shareprice import generator
+    from shareprice.ingest import generator
 
     server = config.normalize_url(source_url) if source_url else db.resolve_url()
     name = f"bench_follow_{os.getpid()}"

@@ -35,7 +35,7 @@ def prepare(engine: Engine, echo: Callable[[str], None] = print, demo: bool = Tr
 
 def _demo_loader() -> Callable[[Engine, Callable[[str], None]], None] | None:
     """The demo data step: the generator's `demo` profile (a few seconds, ~130 MB of JSON)."""
-    from shareprice import generator
+    from shareprice.ingest import generator
 
     def load_demo(engine: Engine, echo: Callable[[str], None]) -> None:
         echo("no epochs yet: generating the demo data set (shareprice demo --profile demo)")

@@ -141,7 +141,7 @@ RAW_SMALL_SEED = 7
 
 @pytest.fixture(scope="session")
 def _raw_small(pg_admin_url: URL, template_url: URL) -> Iterator[tuple[URL, object]]:
-    from shareprice import generator
+    from shareprice.ingest import generator
 
     url = new_database(pg_admin_url, TEMPLATE_DB)
     engine = sa.create_engine(url)

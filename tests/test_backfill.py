@@ -21,9 +21,10 @@ from backfill_helpers import (
 from click.testing import CliRunner
 from conftest import clone_database, drop_database
 
-from shareprice import backfill, generator
+from shareprice import backfill
+from shareprice.backfill.writer import default_color, default_name
 from shareprice.cli import main
-from shareprice.normalize import default_color, default_name
+from shareprice.ingest import generator
 from shareprice.store import db
 
 
@@ -409,7 +410,7 @@ def test_the_fast_reader_agrees_with_parse_document_on_mutated_documents(db_url)
 
     from hypothesis import HealthCheck, given, settings
 
-    from shareprice import raw_reader
+    from shareprice.backfill import reader
     from shareprice.chain.parser import ParseError, parse_document
 
     doc = orjson.loads(list(generator.iter_documents("small", seed=4, epochs=12))[-1].data)
@@ -425,7 +426,7 @@ def test_the_fast_reader_agrees_with_parse_document_on_mutated_documents(db_url)
     paths = _paths(doc)[1:]
     conn = connect(db_url)
     conn.autocommit = False
-    raw_reader.configure(conn)
+    reader.configure(conn)
 
     def whole(text):
         try:
@@ -481,9 +482,7 @@ def test_the_fast_reader_agrees_with_parse_document_on_mutated_documents(db_url)
             conn.execute("INSERT INTO epochs (epoch, data) VALUES (1, %s::jsonb)", (text,))
             stored = conn.execute("SELECT data::text FROM epochs").fetchone()[0]
             [parsed] = list(
-                raw_reader.parse_batch(
-                    raw_reader.fetch(conn, [1]), partial(raw_reader.load_document, conn)
-                )
+                reader.parse_batch(reader.fetch(conn, [1]), partial(reader.load_document, conn))
             )
         expected = whole(stored)
         if parsed.error is not None:

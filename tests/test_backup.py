@@ -128,7 +128,8 @@ def test_backfill_backup_restore_and_views_on_postgres_15_with_a_password(pg15_u
     password through PGPASSWORD, the v1 view decodes hex without PostgreSQL 16's help."""
     import sqlalchemy as sa
 
-    from shareprice import backfill, generator
+    from shareprice import backfill
+    from shareprice.ingest import generator
     from shareprice.store import analytics_view, db, migrate
 
     admin, password = pg15_url

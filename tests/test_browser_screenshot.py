@@ -34,7 +34,8 @@ def screenshot_db(request, pg_admin_url, template_url):
         return request.getfixturevalue("normalized_small_url")
     from conftest import TEMPLATE_DB, new_database
 
-    from shareprice import backfill, generator
+    from shareprice import backfill
+    from shareprice.ingest import generator
     from shareprice.store import db
 
     url = new_database(pg_admin_url, TEMPLATE_DB)

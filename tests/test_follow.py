@@ -10,7 +10,7 @@ import orjson
 import pytest
 from backfill_helpers import actual, connect, expected_from_raw, insert_documents, start_cli
 
-from shareprice import generator
+from shareprice.ingest import generator
 
 
 def _wait_normalized(conn, epoch: int, revision: int | None = None, limit: float = 2.0) -> float:

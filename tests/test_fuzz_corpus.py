@@ -14,8 +14,9 @@ import random
 from conftest import TEMPLATE_DB, drop_database, new_database
 from test_fuzz_parsers import _mutate, _paths
 
-from shareprice import backfill, importer
+from shareprice import backfill
 from shareprice.chain.parser import ParseError, parse_document
+from shareprice.ingest import importer
 from shareprice.store import db
 
 MUTATIONS = ["drop", "junk", "truncate", "nest", "non_ascii", "huge", "negative"]

@@ -9,10 +9,10 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from shareprice import generator
 from shareprice.chain import codec
 from shareprice.chain.parser import parse_document
 from shareprice.chain.records import PERQ
+from shareprice.ingest import generator
 
 
 def _records(url):

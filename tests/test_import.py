@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_parser_errors import CORPUS, _dump, _flat
 
-from shareprice import importer
-from shareprice.importer import _ArrayReader, import_paths
+from shareprice.ingest import importer
+from shareprice.ingest.importer import _ArrayReader, import_paths
 
 
 def _epochs(engine) -> dict[int, dict]:

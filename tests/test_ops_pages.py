@@ -19,7 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from streamlit.testing.v1 import AppTest
 
-from shareprice import checks, generator, timing
+from shareprice import checks, timing
+from shareprice.ingest import generator
 from shareprice.store import db, roles
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import sys
 
 from sqlalchemy import text
 
-from shareprice import progress
+from shareprice.backfill import status
 
 
 def _raw_epochs(engine, epochs) -> None:
@@ -44,15 +44,15 @@ def _run(engine, **values) -> int:
 
 
 def test_empty_database(engine):
-    summary = progress.summarize(engine)
+    summary = status.summarize(engine)
     assert summary.raw_epochs == 0
     assert summary.normalized_epochs == 0
     assert summary.percent == 0.0
     assert summary.coverage == []
     assert summary.current_run is None
-    assert {t.table for t in summary.tables} == set(progress.NORMALIZED_TABLES)
+    assert {t.table for t in summary.tables} == set(status.NORMALIZED_TABLES)
     assert all(t.rows == 0 and not t.estimated for t in summary.tables)
-    assert "raw epochs:         0" in progress.format_text(summary)
+    assert "raw epochs:         0" in status.format_text(summary)
 
 
 def test_coverage_islands_show_every_gap(engine):
@@ -64,7 +64,7 @@ def test_coverage_islands_show_every_gap(engine):
             text("INSERT INTO backfill_errors (run_id, epoch, reason) VALUES (:r, 105, :m)"),
             {"r": run, "m": "epoch 105: operators entry 3: currentTotalShares is not hex"},
         )
-    summary = progress.summarize(engine)
+    summary = status.summarize(engine)
     states = [(r.first_epoch, r.last_epoch, r.state) for r in summary.coverage]
     assert states == [
         (100, 103, "normalized"),
@@ -84,7 +84,7 @@ def test_coverage_islands_show_every_gap(engine):
     assert round(summary.percent, 2) == round(800 / 12, 2)
     assert [(f.epoch, f.run_id) for f in summary.failures] == [(105, run)]
     assert "currentTotalShares is not hex" in summary.failures[0].reason
-    text_out = progress.format_text(summary)
+    text_out = status.format_text(summary)
     assert "not normalized:     104-105, 108, 111" in text_out
     merged = [(r.first_epoch, r.last_epoch, r.state) for r in summary.missing_ranges]
     assert merged == [(104, 105, "pending+failed"), (108, 108, "stale"), (111, 111, "pending")]
@@ -99,10 +99,10 @@ def test_failure_fixed_by_a_later_run_is_no_longer_listed(engine):
             text("INSERT INTO backfill_errors (run_id, epoch, reason) VALUES (:r, 2, 'bad')"),
             {"r": first},
         )
-    assert [f.epoch for f in progress.summarize(engine).failures] == [2]
+    assert [f.epoch for f in status.summarize(engine).failures] == [2]
     second = _run(engine, status="succeeded", epochs_total=1, epochs_done=1)
     _normalized(engine, [1, 2], run_id=second)
-    summary = progress.summarize(engine)
+    summary = status.summarize(engine)
     assert summary.failures == []
     assert [r.state for r in summary.coverage] == ["normalized"]
     assert summary.percent == 100.0
@@ -126,7 +126,7 @@ def test_running_run_rate_eta_and_stale_heartbeat(engine):
             ),
             {"r": fresh},
         )
-    run = progress.summarize(engine).current_run
+    run = status.summarize(engine).current_run
     assert run.run_id == fresh and run.effective_status == "running"
     assert 4.5 < run.epochs_per_s < 5.5  # 250 epochs in ~50 s
     assert 180 < run.rows_per_s < 220  # 10,000 rows in ~50 s
@@ -142,11 +142,11 @@ def test_running_run_rate_eta_and_stale_heartbeat(engine):
             ),
             {"r": fresh},
         )
-    run = progress.summarize(engine).current_run
+    run = status.summarize(engine).current_run
     assert run.status == "running"
     assert run.effective_status == "interrupted"
     assert run.eta_s is None
-    assert "interrupted (recorded 'running', no heartbeat for 45" in progress.run_line(run)
+    assert "interrupted (recorded 'running', no heartbeat for 45" in status.run_line(run)
 
 
 def test_big_tables_are_estimated_and_say_so(engine):
@@ -160,16 +160,16 @@ def test_big_tables_are_estimated_and_say_so(engine):
         )
         # Publish this backend's statistics now instead of within the next second.
         conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")
-    exact = {t.table: t for t in progress.summarize(engine).tables}
+    exact = {t.table: t for t in status.summarize(engine).tables}
     assert exact["operator_share_prices"].rows == 500
     assert not exact["operator_share_prices"].estimated
     # Force the estimate path (as for a 3.5 M-row table): the statistics know about the insert.
-    summary = progress.summarize(engine, exact_max_pages=0)
+    summary = status.summarize(engine, exact_max_pages=0)
     estimated = {t.table: t for t in summary.tables}
     assert estimated["operator_share_prices"].estimated
     assert estimated["operator_share_prices"].rows == 500  # n_live_tup counts the insert
     assert any("estimate" in note for note in summary.notes)
-    assert "estimate" in progress.format_text(summary)
+    assert "estimate" in status.format_text(summary)
 
 
 def test_cli_progress_json(db_url, engine):

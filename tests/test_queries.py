@@ -209,7 +209,8 @@ def test_generated_data_covers_every_operator_and_epoch(normalized_small_url, ra
 
 def test_v1_equals_v2_on_the_real_samples(engine, shared_data):
     """Both real formats: import, backfill, then every read path agrees to the last digit."""
-    from shareprice import backfill, importer
+    from shareprice import backfill
+    from shareprice.ingest import importer
 
     imported = importer.import_paths(engine, sorted(shared_data.glob("*.json")))
     assert imported is not None

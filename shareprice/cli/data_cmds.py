@@ -33,7 +33,7 @@ def demo_cmd(
     profile: str, seed: int, epochs: int | None, operators: int | None, url: str | None
 ) -> None:
     """Fill an EMPTY database with realistic generated Format A documents (one transaction)."""
-    from shareprice import generator
+    from shareprice.ingest import generator
     from shareprice.store import migrate
 
     engine = engine_for(url)
@@ -79,7 +79,7 @@ def import_cmd(paths: tuple[str, ...], replace: bool, url: str | None, as_json: 
     documents are listed with their reason and never written; the others still are. Exit
     status 1 when anything was invalid or conflicting.
     """
-    from shareprice import importer
+    from shareprice.ingest import importer
     from shareprice.store import migrate
 
     engine = engine_for(url)

@@ -32,15 +32,15 @@ def progress_cmd(url: str | None, as_json: bool, watch: float | None) -> None:
     Cheap enough to run every few seconds during a backfill: counts of the 3.5 M-row tables are
     statistics estimates (and say so), everything else comes from small bookkeeping tables.
     """
-    from shareprice import progress
+    from shareprice.backfill import status
 
     engine = engine_for(url)
     while True:
-        summary = progress.summarize(engine)
+        summary = status.summarize(engine)
         if as_json:
             _echo_json(summary.to_json())
         else:
-            click.echo(progress.format_text(summary))
+            click.echo(status.format_text(summary))
         if watch is None:
             return
         sys.stdout.flush()

@@ -12,7 +12,7 @@ How a run goes:
    documents the parser rejected at their current revision (unless `retry_failed`).
 4. Split them into batches of consecutive epochs; each batch is fetched, parsed and written in
    ONE transaction together with its epoch_normalizations rows, its errors and the run's
-   counters (shareprice/normalize.py). A kill at any moment loses at most the batches in flight,
+   counters (shareprice/backfill/writer.py). A kill at any moment loses at most the batches in flight,
    which the next run redoes.
 5. With `workers > 1`, batches go to that many processes, each with its own connection (on two
    cores, two workers keep both busy: one parses while the other's server process writes).
@@ -42,7 +42,8 @@ import orjson
 import psycopg
 from sqlalchemy.engine import Engine
 
-from shareprice.normalize import (
+from shareprice.backfill.reader import configure, fetch, load_document, parse_batch, prefetch
+from shareprice.backfill.writer import (
     FLUSH_ROWS,
     BatchRows,
     Failure,
@@ -51,7 +52,6 @@ from shareprice.normalize import (
     prepare_connection,
     write_batch,
 )
-from shareprice.raw_reader import configure, fetch, load_document, parse_batch, prefetch
 from shareprice.store import config, db
 
 #: Session advisory lock held by the running backfill (pg_advisory_lock(bigint) keys).

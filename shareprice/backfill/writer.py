@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import orjson
 import psycopg
 
-from shareprice.raw_reader import ParsedEpoch, RawEpoch
+from shareprice.backfill.reader import ParsedEpoch, RawEpoch
 
 #: pg_advisory_xact_lock key serializing the short tail of batch transactions (metadata, chain).
 TAIL_LOCK_KEY = 0x5E4E_0403
