@@ -9,7 +9,8 @@ import time
 
 import streamlit as st
 
-from shareprice import charts, explorer, queries, ui
+from shareprice import queries, ui
+from shareprice.display import charts, explorer_state
 
 started = time.perf_counter()
 st.title("Share price explorer")
@@ -30,31 +31,33 @@ with ui.page_guard():
     operators = ui.cached_query("operators", version)
     first, last = info.first_epoch, info.last_epoch
     styles = charts.styles_from(operators)
-    labels = explorer.operator_labels(operators)
-    defaults = explorer.default_operators(operators)
+    labels = explorer_state.operator_labels(operators)
+    defaults = explorer_state.default_operators(operators)
 
     # --- state: from the link on a session's first run, from the widgets afterwards ---------
     if "ex_ops" not in st.session_state:
-        state, notices = explorer.state_from_query(
+        state, notices = explorer_state.state_from_query(
             st.query_params.to_dict(),
             known_operators=labels,
             default_ops=defaults,
             first_epoch=first,
             last_epoch=last,
         )
-        st.session_state.update(explorer.widget_values(state, first, last))
+        st.session_state.update(explorer_state.widget_values(state, first, last))
         for notice in notices:
             st.toast(notice, icon="🔗")
             st.warning(notice, icon="🔗")
     if st.session_state.ex_preset is not None:  # a preset follows new epochs as they land
-        st.session_state.ex_range = explorer.preset_window(st.session_state.ex_preset, first, last)
+        st.session_state.ex_range = explorer_state.preset_window(
+            st.session_state.ex_preset, first, last
+        )
 
     def _choose(ids: tuple[int, ...]) -> None:
         st.session_state.ex_ops = list(ids)
 
     def _preset_changed() -> None:
         if st.session_state.ex_preset is not None:
-            st.session_state.ex_range = explorer.preset_window(
+            st.session_state.ex_range = explorer_state.preset_window(
                 st.session_state.ex_preset, first, last
             )
 
@@ -64,17 +67,17 @@ with ui.page_guard():
     # The chart goes out before the widgets: the browser starts loading and drawing it while the
     # sidebar is still arriving. Widget values are already in session state at this point.
     controls = st.container()  # the range presets and slider, above the chart
-    state = explorer.state_from_widgets(st.session_state)
+    state = explorer_state.state_from_widgets(st.session_state)
 
     # --- data ---------------------------------------------------------------------------------
     if not state.operators:
         st.info("Pick operators in the sidebar (search by id or name), or press *Largest*.")
-    request = explorer.request_for(state)
-    lo, hi = explorer.window_for(state, first, last)
+    request = explorer_state.request_for(state)
+    lo, hi = explorer_state.window_for(state, first, last)
     series = ui.cached_query("series", version, request)
     band = None
     if state.band and state.mode == "absolute":
-        band = ui.cached_query("band_v2", version, explorer.band_request(state))
+        band = ui.cached_query("band_v2", version, explorer_state.band_request(state))
     dates = ui.cached_query("epoch_date_labels", version, lo, hi)
 
     # --- charts -------------------------------------------------------------------------------
@@ -89,23 +92,23 @@ with ui.page_guard():
         x_range=(lo, hi),
     )
     st.plotly_chart(figure, key="ex_chart", config={"displaylogo": False})
-    st.caption(explorer.describe(state, series, lo, hi, dates_known=bool(dates)))
+    st.caption(explorer_state.describe(state, series, lo, hi, dates_known=bool(dates)))
 
     # --- widgets (placed above the chart and in the sidebar) -----------------------------
     with st.sidebar:
         st.subheader("Operators")
         statuses = st.multiselect(
             "Status",
-            explorer.statuses(operators),
+            explorer_state.statuses(operators),
             key="ex_status",
             help="Limit the operator list to these statuses.",
         )
         st.multiselect(
             f"Operators ({len(labels):,})",
-            explorer.operator_options(operators, statuses, st.session_state.ex_ops),
+            explorer_state.operator_options(operators, statuses, st.session_state.ex_ops),
             key="ex_ops",
             format_func=labels.get,
-            max_selections=explorer.MAX_SELECTED,
+            max_selections=explorer_state.MAX_SELECTED,
             placeholder="Search by id or name",
         )
         left, right = st.columns(2)
@@ -140,27 +143,29 @@ with ui.page_guard():
     presets, slider = controls.columns([3, 5], vertical_alignment="bottom")
     presets.segmented_control(
         "Range (epochs)",
-        list(explorer.RANGE_PRESETS),
-        format_func=explorer.PRESET_LABELS.get,
+        list(explorer_state.RANGE_PRESETS),
+        format_func=explorer_state.PRESET_LABELS.get,
         key="ex_preset",
         on_change=_preset_changed,
     )
     if last > first:
         slider.slider("Epochs", first, last, key="ex_range", on_change=_range_changed)
 
-    st.query_params.from_dict(explorer.to_query(state))
+    st.query_params.from_dict(explorer_state.to_query(state))
 
     # --- operators: the selected ones as a light table, all of them on demand -------------
     st.subheader("Selected operators")
     selected = operators.filter(operators["operator_id"].is_in(list(state.operators)))
     if selected.height:
         st.table(
-            explorer.operator_cards(selected, state.unit), border="horizontal", hide_index=True
+            explorer_state.operator_cards(selected, state.unit),
+            border="horizontal",
+            hide_index=True,
         )
     if st.toggle(f"Show all {operators.height:,} operators", key="ex_all_table"):
         percent = st.column_config.NumberColumn(format="%.6f%%")
         st.dataframe(
-            explorer.operator_table(operators, state.unit),
+            explorer_state.operator_table(operators, state.unit),
             hide_index=True,
             height=420,
             column_config={
@@ -172,14 +177,14 @@ with ui.page_guard():
 
     # --- downloads: exactly the points drawn above ------------------------------------------
     shown = charts.shown_frame(series, styles, mode=state.mode, unit=state.unit, dates=dates)
-    name = explorer.download_name(state, lo, hi)
+    name = explorer_state.download_name(state, lo, hi)
     csv_col, parquet_col, _ = st.columns([1, 1, 4])
     csv_col.download_button(
         "Download CSV", shown.write_csv(), f"{name}.csv", "text/csv", width="stretch"
     )
     parquet_col.download_button(
         "Download Parquet",
-        explorer.parquet_bytes(shown),
+        explorer_state.parquet_bytes(shown),
         f"{name}.parquet",
         "application/vnd.apache.parquet",
         width="stretch",

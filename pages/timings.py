@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from shareprice import timing, ui
+from shareprice import timings, ui
 
 st.title("v1 (JSON) vs v2 (normalized) timings")
 st.caption(
@@ -26,8 +26,8 @@ with ui.database_guard():
     with st.form("timing_options"):
         names = st.multiselect(
             "Shapes",
-            [*timing.SHAPE_NAMES, timing.CUSTOM_SHAPE],
-            default=list(timing.SHAPE_NAMES),
+            [*timings.SHAPE_NAMES, timings.CUSTOM_SHAPE],
+            default=list(timings.SHAPE_NAMES),
         )
         st.caption(
             "Custom shape: operators and an epoch range (prefilled with the explorer's "
@@ -62,7 +62,7 @@ with ui.database_guard():
         start = st.form_submit_button("Run", type="primary", disabled=bool(job and job.running))
 
     if start and names:
-        args = timing.job_arguments(
+        args = timings.job_arguments(
             names=names,
             operators=custom_operators,
             epoch_from=epoch_from,
@@ -78,7 +78,7 @@ with ui.database_guard():
         if job is not None:
             job.cleanup()
         url = engine.url.render_as_string(hide_password=False)
-        job = st.session_state[JOB] = timing.TimingJob.start(url, args, float(time_limit))
+        job = st.session_state[JOB] = timings.TimingJob.start(url, args, float(time_limit))
 
     @st.fragment(run_every=1 if job is not None and job.running else None)
     def job_panel() -> None:
@@ -87,7 +87,7 @@ with ui.database_guard():
             return
         if current.enforce_time_limit():
             st.warning("The run overran its time limit and was stopped.", icon="⏱️")
-        state = timing.job_progress(current.events())
+        state = timings.job_progress(current.events())
         if current.running:
             step = state["current"] or {}
             label = (
@@ -105,11 +105,11 @@ with ui.database_guard():
                 current.stop()
                 st.rerun()
             return
-        status, error = timing.job_outcome(current)
+        status, error = timings.job_outcome(current)
         st.session_state["timings_result"] = state | {"status": status, "error": error}
         if state["result"] is None:
             # Killed, or failed, before it could record its end: keep what finished.
-            timing.mark_finished(engine, state["run_id"], status, error)
+            timings.mark_finished(engine, state["run_id"], status, error)
         if st.session_state.get("timings_shown") != id(current):
             st.session_state["timings_shown"] = id(current)
             st.rerun()  # full rerun: the form's Run button comes back, results render below
@@ -119,7 +119,7 @@ with ui.database_guard():
     finished = st.session_state.get("timings_result")
     if finished is not None:
         result = finished["result"] or {}
-        shapes = timing.shapes_from_dicts(result.get("shapes") or finished["shapes_done"])
+        shapes = timings.shapes_from_dicts(result.get("shapes") or finished["shapes_done"])
         heading = f"This run ({finished['status']})"
         if finished["not_saved"]:
             st.info(finished["not_saved"], icon="🔒")
@@ -127,7 +127,7 @@ with ui.database_guard():
             st.caption(f"Recorded as timing run {finished['run_id']}.")
         cold_method = result.get("cold_method")
     else:
-        latest = timing.load_run(engine)
+        latest = timings.load_run(engine)
         shapes = latest["shapes"] if latest else []
         heading = (
             f"Latest recorded run {latest['run']['run_id']} ({latest['run']['status']}, "
@@ -154,7 +154,7 @@ with ui.database_guard():
                 st.success(f"`{shape.name}`: v1 and v2 returned equal results.", icon="🟰")
             elif shape.equal is False:
                 st.error(f"`{shape.name}`: v1 and v2 returned DIFFERENT results.", icon="≠")
-        st.dataframe(timing.detailed_table(shapes), hide_index=True)
+        st.dataframe(timings.detailed_table(shapes), hide_index=True)
         if cold_method:
             st.caption(f"Cold runs: {cold_method}.")
         st.caption(
@@ -162,16 +162,16 @@ with ui.database_guard():
             "floor. Python peak: tracemalloc during one extra run (Python objects only, not "
             "polars' or libpq's native buffers)."
         )
-        st.plotly_chart(timing.timings_figure(shapes), width="stretch")
+        st.plotly_chart(timings.timings_figure(shapes), width="stretch")
         for shape in shapes:
             for variant, plan in sorted(shape.plans.items()):
                 with st.expander(f"EXPLAIN (ANALYZE, BUFFERS): {shape.name}, {variant}"):
                     st.code(plan, language="text")
 
     st.subheader("History")
-    past = timing.history(engine)
+    past = timings.history(engine)
     if past:
-        st.plotly_chart(timing.history_figure(past), width="stretch")
+        st.plotly_chart(timings.history_figure(past), width="stretch")
         st.dataframe(past, hide_index=True)
     else:
         st.write("No recorded runs yet.")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from normalized_rows import Row, load
 
-from shareprice.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from shareprice.bench.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PERQ = 10**18

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from shareprice.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from shareprice.bench.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
 ROOT = Path(__file__).resolve().parent.parent
 #: (url path, title the page shows)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shareprice.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from shareprice.bench.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
 ROOT = Path(__file__).resolve().parent.parent
 README_SHOT = ROOT / "docs" / "screenshot.png"

@@ -1,23 +1,23 @@
-"""The README's CLI reference is the CLI's own help; regenerate with `python -m shareprice.docs`."""
+"""The README's CLI reference is the CLI's own help; regenerate with `python -m shareprice.cli.reference`."""
 
 from pathlib import Path
 
-from shareprice import docs
+from shareprice.cli import reference
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_cli_reference_matches_the_cli():
     text = README.read_text()
-    assert docs.render_readme(text) == text, (
-        "README.md's CLI reference is stale: run `python -m shareprice.docs` and commit"
+    assert reference.render_readme(text) == text, (
+        "README.md's CLI reference is stale: run `python -m shareprice.cli.reference` and commit"
     )
 
 
 def test_reference_lists_every_command():
-    reference = docs.cli_reference()
+    text = reference.cli_reference()
     for command in ("backfill", "bench load", "check", "db roles", "demo", "import", "migrate"):
-        assert f"`shareprice {command}`" in reference
+        assert f"`shareprice {command}`" in text
 
 
 def test_quick_start_is_exactly_the_two_make_commands():

@@ -8,16 +8,16 @@ import pytest
 from normalized_rows import Row, load
 from streamlit.testing.v1 import AppTest
 
-from shareprice import explorer
+from shareprice.display import explorer_state
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = str(ROOT / "pages/explorer.py")
+PAGE = str(ROOT / "pages/explorer_state.py")
 PERQ = 10**18
 KNOWN = range(0, 12)
 
 
 def parse(params, **kw):
-    return explorer.state_from_query(
+    return explorer_state.state_from_query(
         params, known_operators=KNOWN, default_ops=(1, 2), first_epoch=0, last_epoch=99, **kw
     )
 
@@ -30,7 +30,7 @@ def test_valid_link_round_trips():
         {"ops": "3,1,7", "from": "10", "to": "90", "mode": "bps", "unit": "shannons", "band": "0"}
     )
     assert notices == []
-    assert state == explorer.ExplorerState(
+    assert state == explorer_state.ExplorerState(
         operators=(3, 1, 7),
         preset="custom",
         epoch_from=10,
@@ -39,16 +39,16 @@ def test_valid_link_round_trips():
         unit="Shannons",
         band=False,
     )
-    again, notices = parse(explorer.to_query(state))
+    again, notices = parse(explorer_state.to_query(state))
     assert again == state and notices == []
     preset, _ = parse({"ops": "1", "range": "200", "scale": "log", "mode": "indexed"})
     assert (preset.preset, preset.scale, preset.mode) == ("200", "log", "indexed")
-    assert parse(explorer.to_query(preset))[0] == preset
+    assert parse(explorer_state.to_query(preset))[0] == preset
 
 
 def test_no_link_gives_defaults():
     state, notices = parse({})
-    assert state == explorer.ExplorerState(operators=(1, 2)) and notices == []
+    assert state == explorer_state.ExplorerState(operators=(1, 2)) and notices == []
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_hostile_or_broken_links_fall_back_with_a_notice(params):
     assert notices, params
     assert set(state.operators) <= set(KNOWN)
     assert state.mode in ("absolute", "bps", "indexed") and state.scale in ("linear", "log")
-    request = explorer.request_for(state)  # always a valid request
+    request = explorer_state.request_for(state)  # always a valid request
     assert request.operators == state.operators
 
 
@@ -88,7 +88,7 @@ def test_too_many_operators_are_capped():
     state, notices = parse(
         {"ops": ",".join(str(i) for i in range(40))},
     )
-    assert len(state.operators) <= explorer.MAX_SELECTED
+    assert len(state.operators) <= explorer_state.MAX_SELECTED
 
 
 def test_log_scale_is_refused_for_changes():
@@ -97,9 +97,9 @@ def test_log_scale_is_refused_for_changes():
 
 
 def test_preset_windows():
-    assert explorer.preset_window("50", 0, 99) == (50, 99)
-    assert explorer.preset_window("1000", 0, 99) == (0, 99)
-    assert explorer.preset_window("all", 3, 99) == (3, 99)
+    assert explorer_state.preset_window("50", 0, 99) == (50, 99)
+    assert explorer_state.preset_window("1000", 0, 99) == (0, 99)
+    assert explorer_state.preset_window("all", 3, 99) == (3, 99)
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -240,7 +240,8 @@ def test_download_is_exactly_what_is_drawn(engine, loaded):
 
     import pyarrow.parquet as pq
 
-    from shareprice import charts, queries
+    from shareprice import queries
+    from shareprice.display import charts
 
     operators = queries.operators(engine)
     styles = charts.styles_from(operators)
@@ -260,6 +261,6 @@ def test_download_is_exactly_what_is_drawn(engine, loaded):
         assert mine[value].to_list() == pytest.approx(drawn_y)
     assert shown["share_price_perq"].to_list() == series["share_price_perq"].to_list()
     assert shown["share_price_exact"][0] == queries.perq_to_decimal(series["share_price_perq"][0])
-    table = pq.read_table(io.BytesIO(explorer.parquet_bytes(shown)))
+    table = pq.read_table(io.BytesIO(explorer_state.parquet_bytes(shown)))
     assert table.num_rows == shown.height
     assert int(table.column("stake_shannons")[0].as_py()) == series["stake"][0]

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from streamlit.testing.v1 import AppTest
 
-from shareprice import checks, timing
+from shareprice import checks, timings
 from shareprice.ingest import generator
 from shareprice.store import db, roles
 
@@ -235,7 +235,7 @@ def test_timings_page_runs_v1_v2_floor_and_they_agree(small):
     assert len(at.expander) == 6  # EXPLAIN of v1 and v2 per shape
     assert any("Recorded as timing run" in c.value for c in at.caption)
 
-    recorded = timing.load_run(small)
+    recorded = timings.load_run(small)
     assert recorded is not None and recorded["run"]["status"] == "completed"
     assert {s.name for s in recorded["shapes"]} == {"one_operator", "last_100_epochs", "custom"}
     assert all(s.equal for s in recorded["shapes"])
@@ -251,14 +251,14 @@ def test_timings_page_runs_v1_v2_floor_and_they_agree(small):
 
 def test_timings_page_can_be_stopped(small):
     at = _page("timings.py").run()
-    at.multiselect[0].set_value(list(timing.SHAPE_NAMES))
+    at.multiselect[0].set_value(list(timings.SHAPE_NAMES))
     _set_number(at, "Runs (v2, floor)", 50)
     _set_number(at, "Runs of v1 (0 = skip)", 20)
     at.button[0].click().run()
     job = at.session_state["timings_job"]
     deadline = time.monotonic() + 60
     # Stop once it is measuring (a run row exists and the first timed run is in).
-    while time.monotonic() < deadline and not timing.job_progress(job.events())["steps"]:
+    while time.monotonic() < deadline and not timings.job_progress(job.events())["steps"]:
         time.sleep(0.3)
     at.run()
     stop = next(b for b in at.button if b.label == "Stop")

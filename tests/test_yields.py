@@ -7,7 +7,8 @@ from fractions import Fraction
 import pytest
 from normalized_rows import Row, load
 
-from shareprice import queries, yields
+from shareprice import queries
+from shareprice.queries import yields
 
 PERQ = 10**18
 

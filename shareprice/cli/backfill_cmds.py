@@ -363,9 +363,10 @@ def bench_backfill(
     keep_as: str | None,
 ) -> None:
     """Time a full backfill against a plain COPY of the same output rows."""
-    from shareprice import backfill, bench_backfill
+    from shareprice import backfill
+    from shareprice.bench import backfill as backfill_bench
 
-    result = bench_backfill.run(
+    result = backfill_bench.run(
         source_url=url,
         profile=profile,
         workers=workers or backfill.DEFAULT_WORKERS,
@@ -384,9 +385,9 @@ def bench_backfill(
 @friendly_errors
 def bench_follow(as_json: bool, url: str | None, profile: str, inserts: int) -> None:
     """Latency from inserting an epoch to its normalization by `backfill --follow`."""
-    from shareprice import bench_backfill
+    from shareprice.bench import backfill as backfill_bench
 
-    result = bench_backfill.follow_latency(
+    result = backfill_bench.follow_latency(
         source_url=url, inserts=inserts, profile=profile, echo=lambda t: click.echo(t, err=True)
     )
     click.echo(orjson.dumps(result).decode())

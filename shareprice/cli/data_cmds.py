@@ -136,7 +136,7 @@ def _ranges(epochs: list[int]) -> str:
 @friendly_errors
 def bench_parse_cmd(url: str | None, limit: int | None, as_json: bool) -> None:
     """Fetch + parse throughput over stored documents (full document vs backfill fast path)."""
-    from shareprice.parse_bench import bench_parse
+    from shareprice.bench.parse import bench_parse
 
     engine = engine_for(url)
     click.echo(json.dumps(bench_parse(engine, limit=limit)))

@@ -22,7 +22,7 @@ def bench_load(url: str | None, sessions: int, reruns: int, timeout: float, as_j
     Reports first-view time, server rerun time p50/p95 (the explorer's own 'Server time'),
     client latency and the dashboard's RSS.
     """
-    from shareprice import loadtest
+    from shareprice.bench import load
 
     database_url = url or config.configured_url()
     if not as_json:
@@ -31,7 +31,7 @@ def bench_load(url: str | None, sessions: int, reruns: int, timeout: float, as_j
             f"{config.mask_url(database_url) if database_url else 'the embedded database'}",
             err=True,
         )
-    result = loadtest.run_load(database_url, sessions=sessions, reruns=reruns, timeout_s=timeout)
+    result = load.run_load(database_url, sessions=sessions, reruns=reruns, timeout_s=timeout)
     click.echo(orjson.dumps(result).decode())
 
 

@@ -193,20 +193,20 @@ def timings_cmd(
     import os
     import signal
 
-    from shareprice import queries, timing
+    from shareprice import queries, timings
 
     custom = any(v is not None for v in (operators, epoch_from, epoch_to, last_epochs))
-    unknown = [n for n in shape_names if n not in timing.SHAPE_NAMES]
+    unknown = [n for n in shape_names if n not in timings.SHAPE_NAMES]
     if unknown:
         raise click.UsageError(
-            f"unknown shape(s) {unknown}; known: {', '.join(timing.SHAPE_NAMES)}"
+            f"unknown shape(s) {unknown}; known: {', '.join(timings.SHAPE_NAMES)}"
         )
     # Every connection of this process gets the statement timeout (libpq reads PGOPTIONS).
     os.environ["PGOPTIONS"] = (
         os.environ.get("PGOPTIONS", "") + f" -c statement_timeout={int(statement_timeout * 1000)}"
     ).strip()
     engine = engine_for(url)
-    selected = timing.shapes(engine, shape_names or (() if custom else timing.SHAPE_NAMES))
+    selected = timings.shapes(engine, shape_names or (() if custom else timings.SHAPE_NAMES))
     if custom:
         try:
             request = queries.SeriesRequest(
@@ -219,7 +219,7 @@ def timings_cmd(
             )
         except (ValueError, queries.RequestError) as exc:
             raise click.UsageError(f"custom shape: {exc}") from None
-        selected.append(timing.custom_shape(request))
+        selected.append(timings.custom_shape(request))
 
     stopping: list[bool] = []
 
@@ -240,7 +240,7 @@ def timings_cmd(
                 err=True,
             )
 
-    run = timing.run_detailed(
+    run = timings.run_detailed(
         engine,
         selected,
         runs=runs,
@@ -264,7 +264,7 @@ def timings_cmd(
         f"{'rows':>9} {'bytes':>12} {'py peak MB':>10} {'v1/v2':>7} equal"
     )
     click.echo(header)
-    for row in timing.detailed_table(run.shapes):
+    for row in timings.detailed_table(run.shapes):
 
         def cell(value, fmt):
             return format(value, fmt) if value is not None else "-"

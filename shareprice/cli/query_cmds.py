@@ -1,6 +1,6 @@
 """`shareprice operators`, `shareprice series` and `shareprice bench queries`.
 
-Thin: parse options, call `shareprice.queries` / `shareprice.timing`, print.
+Thin: parse options, call `shareprice.queries` / `shareprice.timings`, print.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import click
 import orjson
 import polars as pl
 
-from shareprice import queries, timing
+from shareprice import queries, timings
 from shareprice.cli.common import engine_for, friendly_errors, url_option
 
 
@@ -140,7 +140,7 @@ def series_cmd(
     "--shape",
     "shape_names",
     multiple=True,
-    type=click.Choice(list(timing.SHAPE_NAMES)),
+    type=click.Choice(list(timings.SHAPE_NAMES)),
     help="Only these shapes (repeatable; default: all).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -154,9 +154,9 @@ def bench_queries(
     are equal. Measure on seed-scale data: `--url` of a backfilled database.
     """
     engine = engine_for(url)
-    result = timing.run_benchmark(
+    result = timings.run_benchmark(
         engine,
-        names=shape_names or timing.SHAPE_NAMES,
+        names=shape_names or timings.SHAPE_NAMES,
         runs=runs,
         v1_runs=v1_runs,
         progress=None if as_json else (lambda text: click.echo(f"… {text}", err=True)),

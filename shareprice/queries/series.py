@@ -37,8 +37,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import Engine
 
-from shareprice import yields
 from shareprice.chain.records import PERQ
+from shareprice.queries import yields
 
 #: Downsampling keeps, per bucket, the first and last point, the min and max price, and the
 #: min and max change per epoch: six points, so a bucket never holds more than that.

@@ -28,6 +28,7 @@ import psycopg
 from sqlalchemy.engine import Engine
 
 from shareprice import queries
+from shareprice.queries import series
 from shareprice.store import db
 
 SHAPE_NAMES = (
@@ -458,12 +459,12 @@ def explain_v1(engine: Engine, shape: Shape) -> str:
     from psycopg import sql
 
     # The query module's own SQL and filters, so the plan is of exactly what v1 runs.
-    with queries._connection(engine, timeout_ms=None) as conn:
-        window = queries._window(conn, shape.request, queries._LATEST_RAW_SQL)
+    with series._connection(engine, timeout_ms=None) as conn:
+        window = series._window(conn, shape.request, series._LATEST_RAW_SQL)
         if window.empty:
             return "(empty window: no SQL runs)"
-        condition, params = queries._filters(None, window, "epochs")
-        statement = queries._RAW_DOCUMENTS_SQL.format(epochs_filter=condition)
+        condition, params = series._filters(None, window, "epochs")
+        statement = series._RAW_DOCUMENTS_SQL.format(epochs_filter=condition)
         rows = conn.execute(
             sql.SQL("EXPLAIN (ANALYZE, BUFFERS) {}").format(statement), params
         ).fetchall()

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/explorer_render.py --url URL [--runs 5] [--json]
 
-Starts two Streamlit servers (the dashboard against URL, and bench/bare_plotly_page.py), then
+Starts two Streamlit servers (the dashboard against URL, and shareprice/bench/bare_plotly_page.py), then
 in headless system Chromium, for each run, opens each page in a fresh browser context and
 measures the time from navigation to "the app's run is finished and the chart's traces are in
 the DOM". Also: bytes the first view receives over Streamlit's websocket (the app's data; the
@@ -26,9 +26,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from shareprice.streamlit_server import CHROMIUM, CHROMIUM_ARGS
+from shareprice.bench.streamlit_server import CHROMIUM, CHROMIUM_ARGS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: dashboard.py and pages/ live there
 
 
 def free_port() -> int:
@@ -153,7 +153,7 @@ def main() -> None:
     cold = None
     with (
         streamlit_server(Path(args.page), env) as dashboard,
-        streamlit_server(ROOT / "bench/bare_plotly_page.py", env) as bare,
+        streamlit_server(Path(__file__).with_name("bare_plotly_page.py"), env) as bare,
         sync_playwright() as p,
     ):
         browser = p.chromium.launch(

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: dashboard.py and pages/ live there
 CHROMIUM = Path("/usr/bin/chromium")
 # Without these, Chromium hangs on this closed network (background services retry forever).
 CHROMIUM_ARGS = [

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import polars as pl
 
-from shareprice.charts import MODES, SCALES, Mode, Scale, Unit
+from shareprice.display.charts import MODES, SCALES, Mode, Scale, Unit
 from shareprice.queries import DEFAULT_MAX_POINTS, SeriesRequest, largest_operators
 
 RANGE_PRESETS: dict[str, int | None] = {"50": 50, "100": 100, "200": 200, "1000": 1000, "all": None}
@@ -379,7 +379,7 @@ def download_name(state: ExplorerState, lo: int, hi: int) -> str:
 def parquet_bytes(frame: pl.DataFrame) -> bytes:
     import io
 
-    from shareprice.charts import to_parquet_safe
+    from shareprice.display.charts import to_parquet_safe
 
     buffer = io.BytesIO()
     to_parquet_safe(frame).write_parquet(buffer)

@@ -1,7 +1,7 @@
 """The yardstick for the explorer's render time: a bare Streamlit page with one plotly chart of
 4 lines x 3,700 points (what the old dashboard drew). `?gl=1` draws it with Scattergl instead.
 
-Run by bench/explorer_render.py; not part of the dashboard.
+Run by `shareprice bench render`; not part of the dashboard.
 """
 
 import numpy as np

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from shareprice.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from shareprice.bench.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
 
 SERVER_TIME = re.compile(r"Server time (\d+) ms")
 PRESETS = ["50", "100", "200", "1000", "All"]
