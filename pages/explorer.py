@@ -1,7 +1,7 @@
 """Share price explorer: operators' share prices, stake and rewards over epochs.
 
 The page state (operators, range, mode, scale, unit, band) lives in the URL, so a view can be
-shared and reloaded. Every query goes through `shareprice.queries` via `ui.cached_query`, keyed
+shared and reloaded. Every query goes through `shareprice.queries` via `ui.cached`, keyed
 on the request and the data version: a new backfill batch shows on the next rerun.
 """
 
@@ -28,7 +28,7 @@ with ui.page_guard():
         )
         st.stop()
     version = info.data_version
-    operators = ui.cached_query("operators", version)
+    operators = ui.cached(queries.operators, version)
     first, last = info.first_epoch, info.last_epoch
     styles = charts.styles_from(operators)
     labels = explorer_state.operator_labels(operators)
@@ -74,11 +74,11 @@ with ui.page_guard():
         st.info("Pick operators in the sidebar (search by id or name), or press *Largest*.")
     request = explorer_state.request_for(state)
     lo, hi = explorer_state.window_for(state, first, last)
-    series = ui.cached_query("series", version, request)
+    series = ui.cached(queries.series_v2, version, request)
     band = None
     if state.band and state.mode == "absolute":
-        band = ui.cached_query("band_v2", version, explorer_state.band_request(state))
-    dates = ui.cached_query("epoch_date_labels", version, lo, hi)
+        band = ui.cached(queries.band_v2, version, explorer_state.band_request(state))
+    dates = ui.cached(queries.epoch_date_labels, version, lo, hi)
 
     # --- charts -------------------------------------------------------------------------------
     figure = charts.explorer_figure(

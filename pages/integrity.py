@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from shareprice import checks, ui
+from shareprice import checks, queries, ui
 
 st.title("Integrity checks")
 st.caption(
@@ -12,8 +12,7 @@ st.caption(
 
 with ui.database_guard():
     engine = ui.engine()
-    with engine.connect() as conn:
-        raw_epochs = conn.exec_driver_sql("SELECT count(*) FROM epochs").scalar_one()
+    raw_epochs = queries.summary(engine).raw_epochs
     if raw_epochs == 0:
         ui.empty_state()
         st.stop()

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from shareprice import timings, ui
+from shareprice import queries, timings, ui
 
 st.title("v1 (JSON) vs v2 (normalized) timings")
 st.caption(
@@ -16,8 +16,7 @@ JOB = "timings_job"
 
 with ui.database_guard():
     engine = ui.engine()
-    with engine.connect() as conn:
-        raw_epochs = conn.exec_driver_sql("SELECT count(*) FROM epochs").scalar_one()
+    raw_epochs = queries.summary(engine).raw_epochs
     if raw_epochs == 0:
         ui.empty_state()
         st.stop()

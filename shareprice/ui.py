@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar, TypeVarTuple, cast
 
 import psycopg
 import sqlalchemy as sa
@@ -18,6 +19,9 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from shareprice.store import config, db
+
+Args = TypeVarTuple("Args")
+Result = TypeVar("Result")
 
 
 def _secrets_to_env() -> None:
@@ -80,19 +84,23 @@ def _url_key() -> str | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=256, ttl=6 * 3600)
-def _cached_query(name: str, url_key: str | None, version: int, args: tuple) -> object:
-    from shareprice import queries
+def _cached_call(
+    name: str, url_key: str | None, version: int, args: tuple, _query: Callable[..., object]
+) -> object:
+    # `name` (the query's qualified name) is the cache key; `_query` itself is not hashed.
+    return _query(_engine_for(url_key), *args)
 
-    return getattr(queries, name)(_engine_for(url_key), *args)
 
+def cached(query: Callable[[Engine, *Args], Result], version: int, *args: *Args) -> Result:
+    """`query(engine, *args)`, cached per query, database, data version and arguments.
 
-def cached_query(name: str, version: int, *args: object) -> object:
-    """`queries.<name>(engine, *args)`, cached per database, data version and arguments.
-
-    Shared by all sessions: the first viewer after a backfill batch pays for the query, the
-    others read the cache; a new data version (any backfill write) makes every entry stale.
+    Called with the query function itself (`ui.cached(queries.series_v2, version, request)`), so
+    grep and the type checker see every caller. Shared by all sessions: the first viewer after a
+    backfill batch pays for the query, the others read the cache; a new data version (any
+    backfill write) makes every entry stale.
     """
-    return _cached_query(name, _url_key(), version, args)
+    name = f"{query.__module__}.{query.__qualname__}"
+    return cast(Result, _cached_call(name, _url_key(), version, args, query))
 
 
 @contextlib.contextmanager

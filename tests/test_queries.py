@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from normalized_rows import Row, load
 
 from shareprice import queries
+from shareprice.queries import series
 
 PERQ = 10**18
 BIG = 2**100 + 12345  # beyond 64 bits: must survive exactly
@@ -152,9 +153,8 @@ def test_trace_records_every_query(engine, small):
 
 
 def test_statement_timeout_applies(engine, small, monkeypatch):
-    monkeypatch.setattr(queries, "DEFAULT_TIMEOUT_MS", 1)
     with pytest.raises(Exception, match="statement timeout"):
-        with queries._connection(engine, timeout_ms=1) as conn:
+        with series._connection(engine, timeout_ms=1) as conn:
             conn.execute("SELECT pg_sleep(0.2)")
 
 

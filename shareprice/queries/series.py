@@ -444,9 +444,6 @@ def series_v2(engine: Engine, request: SeriesRequest) -> pl.DataFrame:
     return finish_series(frame)
 
 
-series = series_v2
-
-
 # --- series: v1 (the old way, kept as the baseline) ----------------------------------------------
 
 _RAW_DOCUMENTS_SQL = sql.SQL(
