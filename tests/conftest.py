@@ -8,9 +8,7 @@ perfect isolation, also for subprocesses (CLI, backfill, streamlit) that connect
 
 from __future__ import annotations
 
-import itertools
 import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -18,30 +16,21 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers.database import (
+    TEMPLATE_DB,
+    TEST_PASSWORD,
+    TEST_ROLE,
+    admin_exec,
+    captured_leaks,
+    clone_database,
+    drop_database,
+    new_database,
+    record_leaks,
+)
+from helpers.requirements import require_chromium, require_shared_data
 from sqlalchemy.engine import URL, Engine, make_url
 
 from shareprice.store import config, db, migrate
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data" / "autonomys"
-TEMPLATE_DB = "shareprice_template"
-_counter = itertools.count()
-
-#: Tests connect as this role with a password made fresh for each session, so every URL a test
-#: hands to the CLI, Streamlit or a log carries a real secret. The session fails if that secret
-#: shows up in anything pytest captured (see pytest_sessionfinish below) or in the repository.
-TEST_ROLE = "shareprice_test"
-TEST_PASSWORD = "tpw-" + secrets.token_urlsafe(18)
-_captured_leaks: list[str] = []
-
-
-def _admin_exec(admin_url: URL, sql: str) -> None:
-    engine = sa.create_engine(config.normalize_url(admin_url), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(sql)
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -79,8 +68,8 @@ def pg_admin_url(pg_data_dir: Path) -> Iterator[URL]:
 
 @pytest.fixture(scope="session")
 def template_url(pg_admin_url: URL) -> URL:
-    _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
-    _admin_exec(pg_admin_url, f"CREATE DATABASE {TEMPLATE_DB}")
+    admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+    admin_exec(pg_admin_url, f"CREATE DATABASE {TEMPLATE_DB}")
     url = pg_admin_url.set(database=TEMPLATE_DB)
     engine = sa.create_engine(url)
     try:
@@ -88,18 +77,6 @@ def template_url(pg_admin_url: URL) -> URL:
     finally:
         engine.dispose()
     return url
-
-
-def new_database(admin_url: URL, template: str | None) -> URL:
-    name = f"t_{os.getpid()}_{next(_counter)}"
-    clause = f" TEMPLATE {template}" if template else ""
-    _admin_exec(admin_url, f"CREATE DATABASE {name}{clause}")
-    return admin_url.set(database=name)
-
-
-def drop_database(admin_url: URL, url: URL) -> None:
-    db.forget_engine(url)
-    _admin_exec(admin_url, f"DROP DATABASE IF EXISTS {url.database} WITH (FORCE)")
 
 
 @pytest.fixture()
@@ -122,17 +99,6 @@ def empty_db_url(pg_admin_url: URL) -> Iterator[URL]:
 @pytest.fixture()
 def engine(db_url: URL) -> Engine:
     return db.get_engine(db_url)
-
-
-def clone_database(admin_url: URL, url: URL) -> URL:
-    """A new database copied from `url`'s (CREATE DATABASE ... TEMPLATE): for a test that must
-    write to data a session fixture built. Drop it with drop_database when done.
-
-    PostgreSQL refuses to copy a database others are connected to, so this process's cached
-    engine for the source is disposed first; do not keep other connections to it open.
-    """
-    db.forget_engine(url)
-    return new_database(admin_url, url.database)
 
 
 #: What raw_small_url holds: the generator's "small" profile with this seed.
@@ -197,25 +163,26 @@ def normalized_small_url(pg_admin_url: URL, raw_small_url: URL) -> Iterator[URL]
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real samples not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """The real chain samples in ../shared (skipped outside CI when missing, a failure in CI)."""
+    return require_shared_data()
+
+
+@pytest.fixture(autouse=True)
+def _browser_needs_chromium(request: pytest.FixtureRequest) -> None:
+    """Tests marked `browser` need system Chromium: skipped without it, a failure in CI."""
+    if request.node.get_closest_marker("browser") is not None:
+        require_chromium()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Remember every test whose captured output or failure text contains the test password."""
-    texts = [content for _, content in report.sections]
-    if report.longrepr is not None:
-        texts.append(str(report.longrepr))
-    if any(TEST_PASSWORD in text for text in texts):
-        _captured_leaks.append(f"{report.nodeid} ({report.when})")
+    record_leaks(report)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _captured_leaks:
+    if captured_leaks:
         print(
             "\nThe test database password leaked into captured output of:",
-            *_captured_leaks,
+            *captured_leaks,
             sep="\n  ",
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

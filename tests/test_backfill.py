@@ -9,7 +9,8 @@ import time
 
 import orjson
 import pytest
-from backfill_helpers import (
+from click.testing import CliRunner
+from helpers.backfill import (
     actual,
     connect,
     expected_from_raw,
@@ -18,8 +19,7 @@ from backfill_helpers import (
     snapshot,
     start_cli,
 )
-from click.testing import CliRunner
-from conftest import clone_database, drop_database
+from helpers.database import clone_database, drop_database
 
 from shareprice import backfill
 from shareprice.backfill import runner

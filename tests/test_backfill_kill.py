@@ -8,8 +8,8 @@ import time
 
 import psutil
 import pytest
-from backfill_helpers import connect, run_cli, snapshot, start_cli
-from conftest import clone_database, drop_database
+from helpers.backfill import connect, run_cli, snapshot, start_cli
+from helpers.database import clone_database, drop_database
 
 
 def _normalized(url) -> int:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from backfill_helpers import connect
 from click.testing import CliRunner
-from conftest import clone_database, drop_database, new_database
+from helpers.backfill import connect
+from helpers.database import clone_database, drop_database, new_database
 from test_external_postgres import pg15_url  # noqa: F401 (a fixture)
 
 from shareprice.cli import main

@@ -20,19 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 README_SHOT = ROOT / "docs" / "screenshot.png"
 UPDATE = os.environ.get("SHAREPRICE_UPDATE_SCREENSHOT") == "1"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="system Chromium not found at /usr/bin/chromium"
-    ),
-]
+pytestmark = pytest.mark.browser  # conftest: Chromium required (a failure under CI=true)
 
 
 @pytest.fixture()
 def screenshot_db(request, pg_admin_url, template_url):
     if not UPDATE:
         return request.getfixturevalue("normalized_small_url")
-    from conftest import TEMPLATE_DB, new_database
+    from helpers.database import TEMPLATE_DB, new_database
 
     from shareprice import backfill
     from shareprice.ingest import generator

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import orjson
 import pytest
 import sqlalchemy as sa
-from conftest import clone_database, drop_database
+from helpers.database import clone_database, drop_database
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 

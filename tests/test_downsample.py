@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import polars as pl
 import pytest
-from normalized_rows import Row, load
+from helpers.normalized_rows import Row, load
 
 from shareprice import queries
 

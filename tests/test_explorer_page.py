@@ -5,7 +5,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from normalized_rows import Row, load
+from helpers.normalized_rows import Row, load
 from streamlit.testing.v1 import AppTest
 
 from shareprice.display import explorer_state

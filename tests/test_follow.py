@@ -8,7 +8,7 @@ import time
 
 import orjson
 import pytest
-from backfill_helpers import actual, connect, expected_from_raw, insert_documents, start_cli
+from helpers.backfill import actual, connect, expected_from_raw, insert_documents, start_cli
 
 from shareprice.ingest import generator
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 
-from conftest import TEMPLATE_DB, drop_database, new_database
+from helpers.database import TEMPLATE_DB, drop_database, new_database
 from test_fuzz_parsers import _mutate, _paths
 
 from shareprice import backfill

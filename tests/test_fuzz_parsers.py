@@ -11,17 +11,17 @@ from __future__ import annotations
 import copy
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.requirements import SHARED_DATA, require_shared_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shareprice.chain.parser import ParseError, parse_document
 from shareprice.chain.records import PERQ, EpochRecord
 
-SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "autonomys"
+SAMPLES = SHARED_DATA
 FUZZ = settings(
     max_examples=int(os.environ.get("SHAREPRICE_FUZZ_EXAMPLES", "250")),
     deadline=2000,
@@ -30,8 +30,7 @@ FUZZ = settings(
 
 
 def _load_samples() -> tuple[dict, list[dict]]:
-    if not SAMPLES.is_dir():
-        pytest.skip(f"real samples not found at {SAMPLES}", allow_module_level=True)
+    require_shared_data(module=True)
     dump = json.loads((SAMPLES / "storage-dump-epoch-2647.json").read_text())[0]
     # Keep every kind of entry but few of the 2,878 repeated history rows, so one example
     # parses in microseconds and hypothesis can try hundreds.

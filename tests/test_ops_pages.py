@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import TEMPLATE_DB, clone_database, drop_database, new_database
+from helpers.database import TEMPLATE_DB, clone_database, drop_database, new_database
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from streamlit.testing.v1 import AppTest

@@ -3,7 +3,7 @@
 import polars as pl
 import pytest
 import sqlalchemy as sa
-from normalized_rows import Row, load
+from helpers.normalized_rows import Row, load
 
 from shareprice import queries
 from shareprice.queries import series

@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import TEST_PASSWORD, _captured_leaks, pytest_runtest_logreport
+from helpers.database import TEST_PASSWORD, captured_leaks, record_leaks
 
 ROOT = Path(__file__).resolve().parent.parent
 # user:password@ inside a URL, where the password is not a mask (***), a <placeholder> or empty.
@@ -54,7 +54,7 @@ def test_leak_hook_notices_a_leak():
         sections = [("Captured stdout call", f"connecting to postgresql://x:{TEST_PASSWORD}@h/d")]
         longrepr = None
 
-    before = list(_captured_leaks)
-    pytest_runtest_logreport(Report())
-    assert _captured_leaks == [*before, "fake::test (call)"]
-    _captured_leaks.pop()  # the fake leak must not fail the session
+    before = list(captured_leaks)
+    record_leaks(Report())
+    assert captured_leaks == [*before, "fake::test (call)"]
+    captured_leaks.pop()  # the fake leak must not fail the session

@@ -6,9 +6,9 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from backfill_helpers import as_int, connect, insert_documents
 from click.testing import CliRunner
-from conftest import clone_database, drop_database
+from helpers.backfill import as_int, connect, insert_documents
+from helpers.database import clone_database, drop_database
 
 from shareprice import backfill
 from shareprice.chain.parser import parse_document

@@ -5,7 +5,7 @@ from decimal import Decimal, getcontext
 from fractions import Fraction
 
 import pytest
-from normalized_rows import Row, load
+from helpers.normalized_rows import Row, load
 
 from shareprice import queries
 from shareprice.queries import yields
