@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from shareprice.display import explorer_state
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = str(ROOT / "pages/explorer_state.py")
+PAGE = str(ROOT / "pages/explorer.py")
 PERQ = 10**18
 KNOWN = range(0, 12)
 
