@@ -10,6 +10,7 @@ Callers import this package, never its modules: what is listed here is the contr
 May import: shareprice.chain, shareprice.store, shareprice.errors, polars, psycopg.
 """
 
+from shareprice.queries.replica import ReplicaStatus, replica_status
 from shareprice.queries.series import (
     BAND_COLUMNS,
     BAND_EXACT_SCHEMA,
@@ -61,6 +62,7 @@ __all__ = [
     "PERQ",
     "Plan",
     "QueryTiming",
+    "ReplicaStatus",
     "RequestError",
     "SERIES_EXACT_SCHEMA",
     "SeriesRequest",
@@ -88,6 +90,7 @@ __all__ = [
     "operators_plan",
     "percentile_disc",
     "perq_to_decimal",
+    "replica_status",
     "resolve_window_v2",
     "series_plan",
     "series_v1",
