@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import streamlit as st
 from sqlalchemy.engine import Engine
 
+from shareprice.errors import describe, error_line
 from shareprice.store import config, db
 
 Args = TypeVarTuple("Args")
@@ -115,13 +116,9 @@ def database_guard() -> Iterator[None]:
         psycopg.OperationalError,  # raw psycopg use (queries' COPY): no SQLAlchemy wrapper
         psycopg.InterfaceError,
     ) as exc:
-        detail = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig else exc
-        first_line = (
-            str(detail).strip().splitlines()[0] if str(detail).strip() else type(exc).__name__
-        )
         st.error(
             f"**Database unavailable** at `{masked_url()}`.\n\n"
-            f"{config.mask_secrets(first_line)}\n\n"
+            f"{error_line(exc)}\n\n"
             "Start it with `shareprice db up` (embedded) or check the server, then retry.",
             icon="🔌",
         )
@@ -149,8 +146,7 @@ def page_guard() -> Iterator[None]:
     except Exception as exc:
         logging.getLogger("shareprice.ui").exception("page failed")
         st.error(
-            "Something went wrong while drawing this page: "
-            f"{config.mask_secrets(f'{type(exc).__name__}: {exc}')[:300]}",
+            f"Something went wrong while drawing this page: {describe(exc)[:300]}",
             icon="⚠️",
         )
         st.stop()

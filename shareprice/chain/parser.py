@@ -60,6 +60,7 @@ from shareprice.chain.records import (
     Format,
     OperatorState,
 )
+from shareprice.errors import ShareError
 
 __all__ = [
     "ParseError",
@@ -78,7 +79,7 @@ __all__ = [
 _INT32_MAX = 2**31 - 1  # epochs.epoch is a PostgreSQL INTEGER
 
 
-class ParseError(ValueError):
+class ParseError(ShareError, ValueError):
     """A malformed document or entry: which epoch, which entry, and why.
 
     The caller decides whether to stop or to record the error and continue.

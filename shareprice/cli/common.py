@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import functools
-import sys
+import os
 from collections.abc import Callable
 from typing import Any
 
 import click
 from sqlalchemy.engine import Engine
 
-from shareprice.store import config, db
+from shareprice.errors import describe
+from shareprice.store import db
 
 url_option = click.option(
     "--url",
@@ -19,6 +20,11 @@ url_option = click.option(
     default=None,
     help="Database URL (default: SHAREPRICE_DATABASE_URL / DATABASE_URL, else the embedded server).",
 )
+
+
+#: Set to 1 for tracebacks instead of one masked line (developers only: tracebacks may show
+#: data, never printed by default).
+DEBUG_VAR = "SHAREPRICE_DEBUG"
 
 
 def engine_for(url: str | None) -> Engine:
@@ -31,7 +37,12 @@ def engine_for(url: str | None) -> Engine:
 
 
 def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected failures into one masked line on stderr and exit status 1."""
+    """Turn failures into one masked line on stderr and exit status 1.
+
+    A `ShareError` is a failure we expected and described: its message is the line. Anything
+    else is a bug or a driver error: the class name goes in front. Passwords never reach the
+    terminal either way. `SHAREPRICE_DEBUG=1` re-raises instead, for the full traceback.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -39,13 +50,9 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except click.ClickException:
             raise
-        except db.DatabaseUnavailable as exc:
-            raise click.ClickException(str(exc)) from None
         except Exception as exc:  # the last line of defence: never print a URL with a password
-            if "--debug" in sys.argv:
+            if os.environ.get(DEBUG_VAR, "").lower() in ("1", "true", "yes"):
                 raise
-            raise click.ClickException(
-                config.mask_secrets(f"{type(exc).__name__}: {exc}")
-            ) from None
+            raise click.ClickException(describe(exc)) from None
 
     return wrapper

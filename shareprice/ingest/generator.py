@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine
 
 from shareprice.chain import codec
 from shareprice.chain.records import PERQ
+from shareprice.errors import ShareError
 
 __all__ = [
     "PROFILES",
@@ -533,7 +534,7 @@ def _static_parts() -> dict:
 _COPY = "COPY epochs (epoch, end_block, end_hash, indexed_at, data) FROM STDIN"
 
 
-class DatabaseNotEmpty(RuntimeError):
+class DatabaseNotEmpty(ShareError, RuntimeError):
     """The generator fills an empty `epochs` table only (it never replaces real data)."""
 
 

@@ -29,6 +29,7 @@ from typing import BinaryIO
 from sqlalchemy.engine import Engine
 
 from shareprice.chain.parser import ParseError, load_json, parse_document
+from shareprice.errors import ShareError, error_line
 
 __all__ = ["ImportSummary", "JsonStreamError", "import_paths", "iter_documents_in_file"]
 
@@ -65,7 +66,7 @@ class ImportSummary:
         }
 
 
-class JsonStreamError(ValueError):
+class JsonStreamError(ShareError, ValueError):
     """The file's JSON is broken where its documents cannot be told apart any more."""
 
 
@@ -369,7 +370,7 @@ def _flush(conn, batch: dict[int, _Staged], replace: bool, summary: ImportSummar
         conn.rollback()
         if len(batch) == 1:
             (staged,) = batch.values()
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            reason = error_line(exc)
             summary.invalid.append(
                 (staged.source, f"epoch {staged.epoch}: rejected by PostgreSQL: {reason}")
             )

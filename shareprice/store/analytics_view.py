@@ -24,12 +24,15 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from shareprice.errors import ShareError
+from shareprice.store import locks
+
 PUBLIC = "comprehensive_analytics"
 OLD = "comprehensive_analytics_old"
 V1 = "comprehensive_analytics_v1"
 V2 = "comprehensive_analytics_v2"
 _TAG = "shareprice:"
-_LOCK_KEY = 0x5E4E_0410
+_LOCK_KEY = locks.ANALYTICS_VIEW_SWAP
 
 #: The columns both definitions return, in order (checked by the tests).
 COLUMNS = (
@@ -46,7 +49,7 @@ COLUMNS = (
 )
 
 
-class ViewSwapRefused(RuntimeError):
+class ViewSwapRefused(ShareError, RuntimeError):
     """The views are not in the state the requested swap expects; nothing was changed."""
 
 
@@ -186,6 +189,15 @@ SELECT 'only in v2', d.* FROM (
 ) AS d
 ORDER BY 2, 1
 """
+
+
+# The newest raw epoch: the end of a `views status --compare N` range (v1 reads raw epochs).
+_LATEST_RAW_EPOCH = "SELECT max(epoch) FROM epochs"
+
+
+def latest_raw_epoch(engine: Engine) -> int | None:
+    with engine.connect() as conn:
+        return conn.execute(text(_LATEST_RAW_EPOCH)).scalar()
 
 
 def differences(engine: Engine, lo: int = 0, hi: int = 2**31 - 1, limit: int = 20) -> list[tuple]:

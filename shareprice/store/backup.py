@@ -41,6 +41,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL, Engine
 
+from shareprice.errors import ShareError
 from shareprice.store import config, db
 
 MANIFEST = "manifest.json"
@@ -52,7 +53,7 @@ _ROW_HASH = "hash_record_extended"
 _ROW_MD5 = "md5-of-row-text"
 
 
-class BackupError(RuntimeError):
+class BackupError(ShareError, RuntimeError):
     """A backup or restore that did not do its job; the message is safe to print."""
 
 
@@ -115,12 +116,9 @@ def _run_tool(args: list[str], env: dict[str, str], what: str) -> subprocess.Com
 
 def _psycopg(url: URL, **kwargs: Any) -> psycopg.Connection:
     try:
-        return psycopg.connect(db.libpq_url(url), connect_timeout=5, **kwargs)
-    except psycopg.OperationalError as exc:
-        raise BackupError(
-            f"cannot connect to {config.mask_url(url)}: "
-            f"{config.mask_secrets(str(exc).strip().splitlines()[0])}"
-        ) from None
+        return db.connect(url, **kwargs)
+    except db.DatabaseUnavailable as exc:
+        raise BackupError(str(exc)) from None
 
 
 # --- checksums -----------------------------------------------------------------------------------
@@ -252,7 +250,7 @@ def create_backup(
             [
                 str(pg_dump),
                 "--format=custom",
-                f"--compress={_compress_arg(compression, db._tool_major(pg_dump))}",
+                f"--compress={_compress_arg(compression, db.tool_major(pg_dump))}",
                 f"--snapshot={snapshot}",
                 "--no-owner",
                 "--no-privileges",
@@ -480,4 +478,4 @@ def _newest_pg_restore() -> Path:
     existing = [c for c in candidates if c.exists()]
     if not existing:
         raise BackupError("no pg_restore found (install postgresql-client)")
-    return max(existing, key=db._tool_major)
+    return max(existing, key=db.tool_major)

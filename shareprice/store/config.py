@@ -7,11 +7,12 @@ passed in as environment variables). Nothing here connects; `shareprice.store.db
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import platformdirs
 from sqlalchemy.engine import URL, make_url
+
+from shareprice.errors import mask_secrets
 
 #: Environment variables, in the order they are looked up.
 DATABASE_URL_VARS = ("SHAREPRICE_DATABASE_URL", "DATABASE_URL")
@@ -57,20 +58,8 @@ def normalize_url(url: str | URL) -> URL:
     return parsed
 
 
-_PASSWORD_IN_TEXT = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)@")
-_PASSWORD_PARAM = re.compile(r"(?i)(?P<key>password=)(?P<pw>[^&\s]+)")
-
-
 def mask_url(url: str | URL) -> str:
     """A URL safe to print: the password, wherever it is, becomes `***`."""
     if isinstance(url, URL):
         url = url.render_as_string(hide_password=False)
     return mask_secrets(url)
-
-
-def mask_secrets(text: str) -> str:
-    """Mask every password-looking part of free text (URLs in error messages, log lines)."""
-    text = _PASSWORD_IN_TEXT.sub(
-        lambda m: m.group("scheme") + ("***" if m.group("pw") else "") + "@", text
-    )
-    return _PASSWORD_PARAM.sub(lambda m: m.group("key") + "***", text)

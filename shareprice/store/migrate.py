@@ -18,6 +18,9 @@ import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from shareprice.errors import ShareError, error_line
+from shareprice.store import locks
+
 
 def _shipped_sql_dir() -> Traversable:
     """The migrations: top-level `sql/` in a checkout, shipped as `shareprice.sql` in the wheel.
@@ -36,7 +39,7 @@ SQL_DIR = _shipped_sql_dir()
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 # Serializes concurrent `migrate` calls (two test workers, make run + CLI) on one database.
-_MIGRATION_LOCK_KEY = 0x5E4E_0001
+_MIGRATION_LOCK_KEY = locks.MIGRATION
 
 _CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -48,7 +51,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
-class MigrationError(RuntimeError):
+class MigrationError(ShareError, RuntimeError):
     pass
 
 
@@ -106,8 +109,7 @@ def migrate(engine: Engine, sql_dir: Traversable = SQL_DIR) -> list[str]:
                 conn.connection.driver_connection.execute(migration.sql)
             except psycopg.Error as exc:
                 raise MigrationError(
-                    f"{migration.name} failed, nothing of it was applied: "
-                    f"{str(exc).strip().splitlines()[0]}"
+                    f"{migration.name} failed, nothing of it was applied: {error_line(exc)}"
                 ) from exc
             conn.execute(
                 text("INSERT INTO schema_migrations (version, name, checksum) VALUES (:v, :n, :c)"),
