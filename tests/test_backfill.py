@@ -22,7 +22,7 @@ from helpers.backfill import (
 from helpers.database import clone_database, drop_database
 
 from shareprice import backfill
-from shareprice.backfill import runner
+from shareprice.backfill import batch
 from shareprice.backfill.writer import default_color, default_name
 from shareprice.cli import main
 from shareprice.ingest import generator
@@ -504,7 +504,7 @@ def test_the_fast_reader_agrees_with_parse_document_on_mutated_documents(db_url)
 def test_rows_flushed_mid_batch_give_the_same_tables(raw_copy, normalized_small_url, monkeypatch):
     """A batch COPYs its rows every FLUSH_ROWS (bounded memory whatever the batch size), also
     while re-normalizing changed epochs."""
-    monkeypatch.setattr(runner, "FLUSH_ROWS", 7)
+    monkeypatch.setattr(batch, "FLUSH_ROWS", 7)
     engine = db.get_engine(raw_copy)
     first = backfill.run_backfill(engine, backfill.Options(workers=1, batch_size=80))
     assert first.epochs_done == 80

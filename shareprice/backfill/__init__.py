@@ -9,11 +9,10 @@ May import: shareprice.chain, shareprice.store, shareprice.errors. The public na
 what the CLI, `prepare` and the benchmarks use; `status` is the progress page's module.
 """
 
+from shareprice.backfill.batch import BackfillError, LockBusy
 from shareprice.backfill.runner import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_WORKERS,
-    BackfillError,
-    LockBusy,
     Options,
     pending_count,
     run_backfill,

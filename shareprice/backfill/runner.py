@@ -26,62 +26,42 @@ stops at once). A lost database connection ends the run with a clear error.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import multiprocessing as mp
 import os
-import queue
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import orjson
 import psycopg
 from sqlalchemy.engine import Engine
 
-from shareprice.backfill.reader import configure, fetch, load_document, parse_batch, prefetch
-from shareprice.backfill.writer import (
-    FLUSH_ROWS,
-    BatchRows,
-    Failure,
-    begin_batch,
-    finish_batch,
-    prepare_connection,
-    write_batch,
+from shareprice.backfill.batch import (
+    BARRIER_KEY,
+    TABLES,
+    BackfillError,
+    BatchResult,
+    ConnectionLost,
+    LockBusy,
+    connect,
+    process_batch,
 )
-from shareprice.store import config, db
+from shareprice.backfill.pool import Interrupt, Pool, describe_failure
+from shareprice.backfill.writer import (
+    prepare_connection,
+)
+from shareprice.errors import error_line
+from shareprice.store import db, locks
 
-#: Session advisory lock held by the running backfill (pg_advisory_lock(bigint) keys).
-LOCK_KEY = 0x5E4E_0401
-#: Shared by every batch transaction, taken exclusively by a new run before it looks at what
-#: is pending: nothing of an earlier run can still be committing after that.
-BARRIER_KEY = 0x5E4E_0402
+#: Session advisory lock held by the running backfill (see shareprice.store.locks).
+LOCK_KEY = locks.BACKFILL
+LOCK_KEY = locks.BACKFILL
 
 DEFAULT_BATCH_SIZE = 50
 DEFAULT_WORKERS = 2
 HEARTBEAT_SECONDS = 5.0
-
-TABLES = (
-    "operator_share_prices",
-    "operator_shares",
-    "operator_chain_share_prices",
-    "operators_metadata",
-)
-
-
-class BackfillError(RuntimeError):
-    """A run that could not do its job; the message is safe to print (no secrets)."""
-
-
-class LockBusy(BackfillError):
-    """Another backfill holds the lock; the message says which."""
-
-
-class ConnectionLost(BackfillError):
-    """The database went away during the run."""
 
 
 @dataclass(frozen=True)
@@ -105,22 +85,6 @@ class Options:
             "follow": self.follow,
             "retry_failed": self.retry_failed,
         }
-
-
-@dataclass
-class BatchResult:
-    epochs: list[int]
-    normalized: int
-    failed: int
-    failures: list[tuple[int, str]]
-    rows: dict[str, int]
-    seconds: float
-    #: Of `seconds`, fetching and parsing (the rest: writing and committing).
-    read_seconds: float = 0.0
-
-    @property
-    def rows_total(self) -> int:
-        return sum(self.rows.values())
 
 
 @dataclass
@@ -158,253 +122,6 @@ class Summary:
 #: progress(summary, result): called after every batch (result None when a run starts or
 #: follow mode picked up new epochs: the totals changed).
 ProgressCallback = Callable[[Summary, BatchResult | None], None]
-
-
-# --- connections ---------------------------------------------------------------------------------
-
-
-def _connect(url: str, role: str, *, autocommit: bool = False) -> psycopg.Connection:
-    try:
-        conn = psycopg.connect(
-            url,
-            autocommit=autocommit,
-            connect_timeout=5,
-            application_name=f"shareprice backfill {role}"[:63],
-            client_encoding="utf8",
-        )
-    except psycopg.OperationalError as exc:
-        raise ConnectionLost(f"cannot connect to the database: {_pg_message(exc)}") from None
-    configure(conn)
-    return conn
-
-
-def _pg_message(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return config.mask_secrets(text[0] if text else type(exc).__name__)
-
-
-# --- one batch -------------------------------------------------------------------------------------
-
-_FETCH_REVISIONS = """
-SELECT e.epoch, e.revision, n.revision FROM epochs AS e
-LEFT JOIN epoch_normalizations AS n ON n.epoch = e.epoch
-WHERE e.epoch = ANY(%s::int[])
-"""
-
-
-def process_batch(
-    conn: psycopg.Connection, epochs: Sequence[int], run_id: int | None
-) -> BatchResult:
-    """Fetch, parse and write these epochs in one transaction (see the module docstring)."""
-    started = time.perf_counter()
-    for replace_all in (False, True):
-        batch = BatchRows()
-        try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (BARRIER_KEY,))
-                touched = begin_batch(conn, epochs, replace_all=replace_all)
-                rows = prefetch(fetch(conn, epochs))
-                for parsed in parse_batch(rows, partial(load_document, conn), batch.add):
-                    if parsed.error is not None:
-                        batch.fail(parsed.raw, str(parsed.error))
-                    elif len(batch.prices) >= FLUSH_ROWS:
-                        batch.flush(conn)  # between the prefetching thread's FETCHes
-                read_s = time.perf_counter() - started
-                counts = finish_batch(conn, batch, run_id, touched)
-        except psycopg.errors.UniqueViolation:
-            if replace_all:
-                raise
-            continue  # rows without an epoch_normalizations mark: replace them this time
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-            # A value the parser accepted but a table refuses: find the epoch, record it.
-            if len(epochs) > 1:
-                return _merge([process_batch(conn, [e], run_id) for e in epochs], started)
-            return _record_refused(conn, epochs[0], run_id, exc, started)
-        return BatchResult(
-            epochs=list(epochs),
-            normalized=len(batch.normalized),
-            failed=len(batch.failures),
-            failures=[(f.epoch, f.reason) for f in batch.failures],
-            rows=counts.as_dict(),
-            seconds=time.perf_counter() - started,
-            read_seconds=read_s,
-        )
-    raise AssertionError("unreachable")
-
-
-def _record_refused(
-    conn: psycopg.Connection, epoch: int, run_id: int | None, exc: Exception, started: float
-) -> BatchResult:
-    reason = f"epoch {epoch}: the database refused its rows: {_pg_message(exc)}"
-    with conn.transaction():
-        row = conn.execute(_FETCH_REVISIONS, ([epoch],)).fetchone()
-        batch = BatchRows()
-        if row is not None:
-            batch.failures.append(Failure(row[0], row[1], reason, row[2] is not None))
-        counts = write_batch(conn, batch, run_id)
-    return BatchResult(
-        [epoch],
-        0,
-        len(batch.failures),
-        [(epoch, reason)],
-        counts.as_dict(),
-        time.perf_counter() - started,
-    )
-
-
-def _merge(results: list[BatchResult], started: float) -> BatchResult:
-    rows = dict.fromkeys(TABLES, 0)
-    for r in results:
-        for k, v in r.rows.items():
-            rows[k] = rows.get(k, 0) + v
-    return BatchResult(
-        epochs=[e for r in results for e in r.epochs],
-        normalized=sum(r.normalized for r in results),
-        failed=sum(r.failed for r in results),
-        failures=[f for r in results for f in r.failures],
-        rows=rows,
-        seconds=time.perf_counter() - started,
-    )
-
-
-# --- worker processes ------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this worker when the coordinator dies (kill -9 included), so no orphan
-    keeps writing after the next run took over. Elsewhere the barrier lock still protects."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _worker_main(url: str, run_id: int, worker: int, tasks: Any, results: Any, parent: int) -> None:
-    _die_with_parent()
-    # Ctrl-C reaches the whole process group: the coordinator decides, the batch in flight ends.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if os.getppid() != parent:
-        return
-    try:
-        conn = _connect(url, f"run {run_id} worker {worker}")
-        prepare_connection(conn)
-    except Exception as exc:
-        results.put(("error", _describe(exc)))
-        return
-    with conn:
-        while True:
-            epochs = tasks.get()
-            if epochs is None or os.getppid() != parent:
-                return
-            try:
-                results.put(("ok", process_batch(conn, epochs, run_id)))
-            except Exception as exc:
-                results.put(("error", _describe(exc)))
-                return
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, psycopg.OperationalError | ConnectionLost):
-        return f"database connection lost: {_pg_message(exc)}"
-    if isinstance(exc, BackfillError):
-        return str(exc)
-    return config.mask_secrets(f"{type(exc).__name__}: {exc}")
-
-
-class _Interrupt:
-    """SIGINT/SIGTERM: the first asks to stop after the batches in flight, the second stops."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _Interrupt:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None
-
-
-class _Pool:
-    """N spawned worker processes fed batches through a queue; results come back per batch."""
-
-    def __init__(self, url: str, run_id: int, workers: int) -> None:
-        ctx = mp.get_context("spawn")
-        self.tasks = ctx.Queue()
-        self.results = ctx.Queue()
-        self.procs = [
-            ctx.Process(
-                target=_worker_main,
-                args=(url, run_id, i, self.tasks, self.results, os.getpid()),
-                daemon=True,
-                name=f"backfill-worker-{i}",
-            )
-            for i in range(workers)
-        ]
-        for proc in self.procs:
-            proc.start()
-
-    def run(
-        self,
-        batches: Iterator[list[int]],
-        on_result: Callable[[BatchResult], None],
-        interrupt: _Interrupt,
-    ) -> None:
-        in_flight = 0
-        limit = 2 * len(self.procs)
-        exhausted = False
-        while True:
-            while not exhausted and in_flight < limit and not interrupt.requested:
-                task = next(batches, None)
-                if task is None:
-                    exhausted = True
-                    break
-                self.tasks.put(task)
-                in_flight += 1
-            if in_flight == 0:
-                return
-            try:
-                kind, payload = self.results.get(timeout=0.5)
-            except queue.Empty:
-                dead = [p for p in self.procs if not p.is_alive()]
-                if dead:
-                    raise BackfillError(
-                        f"worker {dead[0].name} ended unexpectedly (exit code {dead[0].exitcode})"
-                    ) from None
-                continue
-            in_flight -= 1
-            if kind == "error":
-                if payload.startswith("database connection lost"):
-                    raise ConnectionLost(payload)
-                raise BackfillError(f"a worker failed: {payload}")
-            on_result(payload)
-
-    def close(self, *, hard: bool = False) -> None:
-        if not hard:
-            for _ in self.procs:
-                self.tasks.put(None)
-            deadline = time.monotonic() + 10
-            for proc in self.procs:
-                proc.join(timeout=max(0.0, deadline - time.monotonic()))
-        for proc in self.procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
-        self.tasks.close()
-        self.results.close()
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -478,7 +195,7 @@ class Backfill:
         self.summary = Summary(run_id=None, status="nothing-to-do")
         self.lock_conn: psycopg.Connection | None = None
         self.writer: psycopg.Connection | None = None
-        self.pool: _Pool | None = None
+        self.pool: Pool | None = None
         self.started = time.perf_counter()
         self.last_heartbeat = 0.0
         self.notices: list[str] = []
@@ -487,7 +204,7 @@ class Backfill:
     # -- lock and run row --
 
     def _acquire(self) -> None:
-        conn = self.lock_conn = _connect(self.url, "coordinator", autocommit=True)
+        conn = self.lock_conn = connect(self.url, "coordinator", autocommit=True)
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
         if not got:
             holder = lock_holder(conn)
@@ -596,24 +313,24 @@ class Backfill:
         if self.progress is not None:
             self.progress(self.summary, result)
 
-    def _process(self, epochs: list[int], interrupt: _Interrupt, *, in_process: bool) -> None:
+    def _process(self, epochs: list[int], interrupt: Interrupt, *, in_process: bool) -> None:
         run_id = self.summary.run_id
         assert run_id is not None
         batches = self._batches(epochs)
         if not in_process and self.options.workers > 1:
             if self.pool is None:
-                self.pool = _Pool(self.url, run_id, self.options.workers)
+                self.pool = Pool(self.url, run_id, self.options.workers)
             self.pool.run(batches, self._on_result, interrupt)
             return
         if self.writer is None:
-            self.writer = _connect(self.url, f"run {run_id} writer")
+            self.writer = connect(self.url, f"run {run_id} writer")
             prepare_connection(self.writer)
         for batch in batches:
             if interrupt.requested:
                 return
             self._on_result(process_batch(self.writer, batch, run_id))
 
-    def _follow(self, interrupt: _Interrupt) -> None:
+    def _follow(self, interrupt: Interrupt) -> None:
         conn = self.lock_conn
         assert conn is not None
         conn.execute("LISTEN epochs_changed")
@@ -635,7 +352,7 @@ class Backfill:
             self._heartbeat()
 
     def run(self) -> Summary:
-        interrupt = _Interrupt()
+        interrupt = Interrupt()
         error: BaseException | None = None
         with interrupt:
             try:
@@ -659,7 +376,7 @@ class Backfill:
                 interrupt.signal = interrupt.signal or signal.SIGINT
             except psycopg.OperationalError as exc:
                 error = ConnectionLost(
-                    f"database connection lost during run {self.summary.run_id}: {_pg_message(exc)}"
+                    f"database connection lost during run {self.summary.run_id}: {error_line(exc)}"
                 )
             except BaseException as exc:
                 error = exc
@@ -678,10 +395,12 @@ class Backfill:
                 self.writer.close()
             self.writer = None
 
-    def _conclude(self, interrupt: _Interrupt, error: BaseException | None) -> Summary:
+    def _conclude(self, interrupt: Interrupt, error: BaseException | None) -> Summary:
         try:
             if error is not None:
-                message = str(error) if isinstance(error, BackfillError) else _describe(error)
+                message = (
+                    str(error) if isinstance(error, BackfillError) else describe_failure(error)
+                )
                 if isinstance(error, LockBusy):
                     raise error
                 self._mark_after_error(
@@ -723,7 +442,7 @@ class Backfill:
                     assert self.lock_conn is not None and not self.lock_conn.closed
                     self._finish_run(status, message)
                 else:
-                    with _connect(self.url, "coordinator", autocommit=True) as conn:
+                    with connect(self.url, "coordinator", autocommit=True) as conn:
                         conn.execute(
                             "UPDATE backfill_runs SET status = %s, error = %s, "
                             "finished_at = clock_timestamp() "

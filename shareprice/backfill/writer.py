@@ -29,9 +29,10 @@ import orjson
 import psycopg
 
 from shareprice.backfill.reader import ParsedEpoch, RawEpoch
+from shareprice.store import locks
 
 #: pg_advisory_xact_lock key serializing the short tail of batch transactions (metadata, chain).
-TAIL_LOCK_KEY = 0x5E4E_0403
+TAIL_LOCK_KEY = locks.BACKFILL_TAIL
 
 _BIGINT_MAX = 2**63 - 1
 _INT_MAX = 2**31 - 1

@@ -19,13 +19,14 @@ import psycopg.conninfo
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
+from shareprice.errors import ShareError, error_line
 from shareprice.store import config
 
 _engine_lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(ShareError, RuntimeError):
     """The database cannot be reached. The message carries only the masked URL."""
 
 
@@ -173,8 +174,7 @@ def check_available(engine: Engine) -> None:
             conn.exec_driver_sql("SELECT 1")
     except sa.exc.OperationalError as exc:
         raise DatabaseUnavailable(
-            f"database unavailable at {config.mask_url(engine.url)}: "
-            f"{config.mask_secrets(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc))}"
+            f"database unavailable at {config.mask_url(engine.url)}: {error_line(exc)}"
         ) from None
 
 
@@ -204,6 +204,38 @@ def libpq_url(engine_or_url: Engine | URL | str) -> str:
     return psycopg.conninfo.make_conninfo(**params)
 
 
+def connect(
+    target: Engine | URL | str,
+    *,
+    autocommit: bool = False,
+    application_name: str | None = None,
+    connect_timeout_s: int = 5,
+    **kwargs: object,
+) -> psycopg.Connection:
+    """A raw psycopg connection (COPY, server-side cursors, LISTEN, a bare-cursor floor) to
+    the database of an engine, a URL, or a libpq conninfo made by libpq_url (what worker
+    processes receive: a string that pickles, with the password the parent resolved).
+
+    The one place raw connections are made, so all get the same conninfo (keyword form, see
+    libpq_url), a connect timeout and UTF-8; a server that cannot be reached raises
+    DatabaseUnavailable with a masked URL and the driver's first line, never the password.
+    """
+    if application_name is not None:
+        kwargs["application_name"] = application_name[:63]  # PostgreSQL truncates at 63 bytes
+    try:
+        conninfo = target if isinstance(target, str) and "://" not in target else libpq_url(target)
+        return psycopg.connect(
+            conninfo,
+            autocommit=autocommit,
+            connect_timeout=connect_timeout_s,
+            client_encoding="utf8",
+            **kwargs,  # type: ignore[arg-type]
+        )
+    except psycopg.OperationalError as exc:
+        where = config.mask_url(target.url if isinstance(target, Engine) else target)
+        raise DatabaseUnavailable(f"database unavailable at {where}: {error_line(exc)}") from None
+
+
 def pg_tool(name: str, engine: Engine) -> Path:
     """The client binary `name` whose major version matches the server's.
 
@@ -214,19 +246,20 @@ def pg_tool(name: str, engine: Engine) -> Path:
         major = int(conn.exec_driver_sql("SHOW server_version_num").scalar_one()) // 10000
     candidates = [embedded_bin_dir() / name, Path(f"/usr/lib/postgresql/{major}/bin/{name}")]
     for candidate in candidates:
-        if candidate.exists() and _tool_major(candidate) == major:
+        if candidate.exists() and tool_major(candidate) == major:
             return candidate
     from shutil import which
 
     found = which(name)
-    if found and _tool_major(Path(found)) >= major:
+    if found and tool_major(Path(found)) >= major:
         return Path(found)
     raise FileNotFoundError(
         f"no {name} for PostgreSQL {major} found (install postgresql-client-{major})"
     )
 
 
-def _tool_major(path: Path) -> int:
+def tool_major(path: Path) -> int:
+    """The major version a PostgreSQL client binary reports (0 when it cannot tell)."""
     out = subprocess.run([str(path), "--version"], capture_output=True, text=True).stdout
     digits = out.strip().split()[-1].split(".")[0]
     return int(digits) if digits.isdigit() else 0
