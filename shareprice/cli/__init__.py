@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import click
 
-from shareprice.cli import backfill_cmds, data_cmds, db_cmds, load_cmds, ops_cmds, query_cmds
+from shareprice.cli import (
+    backfill_cmds,
+    backup_cmds,
+    data_cmds,
+    db_cmds,
+    load_cmds,
+    ops_cmds,
+    query_cmds,
+    views_cmds,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -27,7 +36,16 @@ def bench() -> None:
     """Benchmarks at realistic scale; each prints one JSON object."""
 
 
-for _module in (db_cmds, data_cmds, backfill_cmds, query_cmds, ops_cmds, load_cmds):
+for _module in (
+    db_cmds,
+    data_cmds,
+    backfill_cmds,
+    backup_cmds,
+    views_cmds,
+    query_cmds,
+    ops_cmds,
+    load_cmds,
+):
     for _command in getattr(_module, "commands", []):
         main.add_command(_command)
     for _command in getattr(_module, "bench_commands", []):

@@ -1,4 +1,4 @@
-"""`shareprice backfill`, `backup`, `restore`, `views ...` and `bench backfill`.
+"""`shareprice backfill`, `bench backfill` and `bench follow`.
 
 Exit status of `backfill`: 0 done (or nothing to do); 1 some epochs could not be normalized,
 or the run failed; 3 another backfill holds the lock; 130 interrupted (SIGINT/SIGTERM).
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import click
 import orjson
@@ -168,173 +167,6 @@ def backfill_cmd(
         sys.exit(EXIT_FAILED)
 
 
-# --- backups -------------------------------------------------------------------------------------
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB"
-
-
-@click.command("backup")
-@url_option
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("backups"),
-    show_default=True,
-    help="Parent directory; the backup goes into <out>/<UTC timestamp>/.",
-)
-@click.option(
-    "--verify",
-    "verify_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Check this backup instead (sha256, listing, test restore into a scratch database).",
-)
-@click.option("--no-restore-test", is_flag=True, help="With --verify: skip the test restore.")
-@click.option(
-    "--compress",
-    default=None,
-    help="pg_dump --compress value [gzip:1]; 'none' for speed over size.",
-)
-@friendly_errors
-def backup_cmd(
-    url: str | None,
-    out: Path,
-    verify_dir: Path | None,
-    no_restore_test: bool,
-    compress: str | None,
-) -> None:
-    """Dump the database (pg_dump custom format) with a manifest of row counts and checksums."""
-    from shareprice.store import backup
-
-    echo = lambda text: click.echo(text, err=True)  # noqa: E731
-    try:
-        if verify_dir is not None:
-            engine = None if no_restore_test else engine_for(url)
-            started = time.perf_counter()
-            result = backup.verify_backup(verify_dir, engine, echo=echo)
-            if not result.ok:
-                for problem in result.problems:
-                    click.echo(f"  {problem}", err=True)
-                raise click.ClickException(f"{verify_dir}: backup does NOT verify")
-            what = "sha256 and listing" if engine is None else "sha256, listing and test restore"
-            click.echo(
-                f"{verify_dir}: OK ({what}; {result.tables} tables, {result.rows:,} rows) "
-                f"in {time.perf_counter() - started:.1f}s"
-            )
-            return
-        engine = engine_for(url)
-        result = backup.create_backup(
-            engine, out, compression=compress or backup.DEFAULT_COMPRESSION, echo=echo
-        )
-    except backup.BackupError as exc:
-        raise click.ClickException(str(exc)) from None
-    tables = result.manifest["tables"]
-    click.echo(
-        f"backup {result.directory}: {_mb(result.dump_bytes)} dump, {len(tables)} tables, "
-        f"{sum(t['rows'] for t in tables.values()):,} rows, in {result.seconds:.1f}s "
-        f"(pg_dump {result.dump_seconds:.1f}s, checksums {result.checksum_seconds:.1f}s)"
-    )
-
-
-@click.command("restore")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--into", "into", required=True, help="URL of the (empty) database to restore into.")
-@click.option("--force", is_flag=True, help="Restore even if the database is not empty.")
-@click.option("--jobs", type=click.IntRange(1), default=2, show_default=True)
-@friendly_errors
-def restore_cmd(directory: Path, into: str, force: bool, jobs: int) -> None:
-    """Restore a backup into a database and verify counts and checksums against its manifest."""
-    from shareprice.store import backup
-
-    try:
-        result = backup.restore_backup(
-            directory, into, force=force, jobs=jobs, echo=lambda t: click.echo(t, err=True)
-        )
-    except backup.BackupError as exc:
-        raise click.ClickException(str(exc)) from None
-    comparison = result.comparison
-    if not comparison.ok:
-        for problem in comparison.problems:
-            click.echo(f"  {problem}", err=True)
-        raise click.ClickException(
-            f"restored into {result.database}, but it does NOT match the manifest"
-        )
-    click.echo(
-        f"restored {directory} into {result.database} in {result.seconds:.1f}s "
-        f"(pg_restore {result.restore_seconds:.1f}s); {comparison.tables} tables, "
-        f"{comparison.rows:,} rows: counts and checksums match the manifest"
-    )
-
-
-# --- views ----------------------------------------------------------------------------------------
-
-
-@click.group("views")
-def views_group() -> None:
-    """Which definition `comprehensive_analytics` uses (v1: raw JSON, v2: normalized tables)."""
-
-
-@views_group.command("status")
-@url_option
-@click.option(
-    "--compare",
-    "compare_last",
-    type=int,
-    default=None,
-    help="Also diff v1 and v2 on the last N epochs.",
-)
-@friendly_errors
-def views_status(url: str | None, compare_last: int | None) -> None:
-    """Show the installed definition (and optionally whether v1 and v2 agree)."""
-    from shareprice.store import analytics_view
-
-    engine = engine_for(url)
-    state = analytics_view.state(engine)
-    click.echo(state.describe())
-    if compare_last is not None:
-        with engine.connect() as conn:
-            latest = conn.exec_driver_sql("SELECT max(epoch) FROM epochs").scalar()
-        if latest is None:
-            click.echo("no epochs to compare")
-            return
-        lo = max(0, latest - compare_last + 1)
-        diff = analytics_view.differences(engine, lo, latest)
-        if diff:
-            for row in diff:
-                click.echo(f"  {row}")
-            raise click.ClickException(f"v1 and v2 differ on epochs {lo}-{latest}")
-        click.echo(f"v1 and v2 agree on epochs {lo}-{latest}")
-
-
-@views_group.command("use-v2")
-@url_option
-@click.option("--force", is_flag=True, help="Swap even while epochs are pending normalization.")
-@friendly_errors
-def views_use_v2(url: str | None, force: bool) -> None:
-    """Swap comprehensive_analytics to v2 in one transaction (v1 kept as ..._old)."""
-    from shareprice.store import analytics_view
-
-    try:
-        click.echo(analytics_view.use_v2(engine_for(url), force=force))
-    except analytics_view.ViewSwapRefused as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-@views_group.command("rollback")
-@url_option
-@friendly_errors
-def views_rollback(url: str | None) -> None:
-    """Swap comprehensive_analytics back to v1."""
-    from shareprice.store import analytics_view
-
-    try:
-        click.echo(analytics_view.rollback(engine_for(url)))
-    except analytics_view.ViewSwapRefused as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 # --- bench ------------------------------------------------------------------------------------------
 
 
@@ -393,5 +225,5 @@ def bench_follow(as_json: bool, url: str | None, profile: str, inserts: int) -> 
     click.echo(orjson.dumps(result).decode())
 
 
-commands: list[click.Command] = [backfill_cmd, backup_cmd, restore_cmd, views_group]
+commands: list[click.Command] = [backfill_cmd]
 bench_commands: list[click.Command] = [bench_backfill, bench_follow]
