@@ -6,7 +6,6 @@ import sqlalchemy as sa
 from helpers.normalized_rows import Row, load
 
 from shareprice import queries
-from shareprice.queries import series
 
 PERQ = 10**18
 BIG = 2**100 + 12345  # beyond 64 bits: must survive exactly
@@ -154,7 +153,7 @@ def test_trace_records_every_query(engine, small):
 
 def test_statement_timeout_applies(engine, small, monkeypatch):
     with pytest.raises(Exception, match="statement timeout"):
-        with series._connection(engine, timeout_ms=1) as conn:
+        with queries.connect(engine, timeout_ms=1) as conn:
             conn.execute("SELECT pg_sleep(0.2)")
 
 

@@ -5,53 +5,73 @@ operators with yields, epochs, dates and the data version, and the v1 baseline t
 raw JSON the old way (kept, measured, for comparison). Every statement is named, commented, runs
 with a time limit and bound parameters, and is timed into the current `trace()`.
 
-Callers import this package, never its modules: what is listed here is the contract.
+Callers import this package, never its modules: what is listed here is the contract. The
+modules: `request` (the request model, windows, filters), `connection` (timed connections,
+`trace()`, COPY into frames), `frames` (exact frames), `series` (v2 series and downsampling),
+`band` (the all-operators band), `baseline_v1` (the old JSON path), `operator_table` (operators
+and yields, with `yields`), `epochs` (data version, summary, epoch rate, dates), `replica`.
 
 May import: shareprice.chain, shareprice.store, shareprice.errors, polars, psycopg.
 """
 
-from shareprice.queries.replica import ReplicaStatus, replica_status
-from shareprice.queries.series import (
+from shareprice.chain.records import PERQ
+from shareprice.queries.band import (
     BAND_COLUMNS,
     BAND_EXACT_SCHEMA,
-    DEFAULT_MAX_POINTS,
-    PERQ,
-    SERIES_EXACT_SCHEMA,
-    DataSummary,
-    Plan,
-    QueryTiming,
-    RequestError,
-    SeriesRequest,
-    Trace,
-    Window,
-    add_yields,
     band_live,
     band_plan,
-    band_v1,
     band_v2,
-    buckets_for,
-    change_key,
-    data_version,
     downsample_band_rows,
-    downsample_rows,
-    empty_series,
+    finish_band,
+    percentile_disc,
+)
+from shareprice.queries.baseline_v1 import (
+    band_v1,
+    raw_documents_plan,
+    series_v1,
+)
+from shareprice.queries.connection import (
+    QueryTiming,
+    Trace,
+    connect,
+    trace,
+)
+from shareprice.queries.epochs import (
+    DataSummary,
+    data_version,
     epoch_date_labels,
     epoch_dates,
     epoch_rate,
-    finish_band,
-    finish_series,
+    summary,
+)
+from shareprice.queries.frames import (
     frames_equal,
+    perq_to_decimal,
+)
+from shareprice.queries.operator_table import (
+    add_yields,
     largest_operators,
     operators,
     operators_plan,
-    percentile_disc,
-    perq_to_decimal,
+)
+from shareprice.queries.replica import ReplicaStatus, replica_status
+from shareprice.queries.request import (
+    DEFAULT_MAX_POINTS,
+    Plan,
+    RequestError,
+    SeriesRequest,
+    Window,
+)
+from shareprice.queries.series import (
+    SERIES_EXACT_SCHEMA,
+    buckets_for,
+    change_key,
+    downsample_rows,
+    empty_series,
+    finish_series,
     resolve_window_v2,
     series_plan,
-    series_v1,
     series_v2,
-    summary,
-    trace,
 )
 
 __all__ = [
@@ -75,6 +95,7 @@ __all__ = [
     "band_v2",
     "buckets_for",
     "change_key",
+    "connect",
     "data_version",
     "downsample_band_rows",
     "downsample_rows",
@@ -90,6 +111,7 @@ __all__ = [
     "operators_plan",
     "percentile_disc",
     "perq_to_decimal",
+    "raw_documents_plan",
     "replica_status",
     "resolve_window_v2",
     "series_plan",

@@ -28,7 +28,6 @@ import psycopg
 from sqlalchemy.engine import Engine
 
 from shareprice import queries
-from shareprice.queries import series
 from shareprice.store import db
 
 SHAPE_NAMES = (
@@ -72,11 +71,6 @@ class ShapeResult:
         for key in ("v2_runs_ms", "floor_runs_ms", "v1_runs_ms"):
             out.pop(key)
         return out
-
-
-def largest_operators(engine: Engine, count: int) -> tuple[int, ...]:
-    """The `count` largest active operators by latest stake (the explorer's default view)."""
-    return queries.largest_operators(queries.operators(engine), count)
 
 
 def longest_operators(engine: Engine, count: int) -> tuple[int, ...]:
@@ -458,15 +452,13 @@ def explain_v1(engine: Engine, shape: Shape) -> str:
     Python, which no plan shows: compare the plan's time with v1's)."""
     from psycopg import sql
 
-    # The query module's own SQL and filters, so the plan is of exactly what v1 runs.
-    with series._connection(engine, timeout_ms=None) as conn:
-        window = series._window(conn, shape.request, series._LATEST_RAW_SQL)
-        if window.empty:
+    # The query layer's own statement, so the plan is of exactly what v1 runs.
+    with queries.connect(engine, timeout_ms=None) as conn:
+        plan = queries.raw_documents_plan(conn, shape.request)
+        if plan is None:
             return "(empty window: no SQL runs)"
-        condition, params = series._filters(None, window, "epochs")
-        statement = series._RAW_DOCUMENTS_SQL.format(epochs_filter=condition)
         rows = conn.execute(
-            sql.SQL("EXPLAIN (ANALYZE, BUFFERS) {}").format(statement), params
+            sql.SQL("EXPLAIN (ANALYZE, BUFFERS) {}").format(plan.query), plan.params
         ).fetchall()
     return "\n".join(r[0] for r in rows)
 
