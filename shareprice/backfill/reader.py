@@ -38,9 +38,10 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import psycopg
+from psycopg.types.json import set_json_loads
 
 from shareprice.chain.parser import (
     ParseError,
@@ -166,7 +167,7 @@ class _Unusual(Exception):
 
 def configure(conn: psycopg.Connection) -> None:
     """JSON of the head parts through the parser's loader (orjson, stdlib for >64-bit ints)."""
-    psycopg.types.json.set_json_loads(load_json, conn)
+    set_json_loads(load_json, conn)
 
 
 def fetch(conn: psycopg.Connection, epochs: Sequence[int]) -> Iterator[RawEpoch]:
@@ -293,11 +294,15 @@ def _parse_parts(raw: RawEpoch, chain: ChainDiff) -> tuple[int, list[OperatorRow
     # own checks, on a document without the operators (decoded below without a dataclass each).
     epoch = parse_document(doc).epoch
     rewards = None if raw.rewards is None else parse_rewards(raw.rewards[0], epoch=epoch)
-    operators = operator_rows(values, rewards, epoch=epoch)
+    if any(v is None for v in values):  # an entry without a value: the whole document decides
+        raise _Unusual
+    operators: list[OperatorRow] = [*operator_rows(cast(list[str], values), rewards, epoch=epoch)]
     if raw.chain_values is None:
         chain.forget()
         return epoch, operators, []
-    return epoch, operators, chain.parse(epoch, raw.chain_values, raw.chain_count)
+    if any(v is None for v in raw.chain_values):
+        raise _Unusual
+    return epoch, operators, chain.parse(epoch, cast(list[str], raw.chain_values), raw.chain_count)
 
 
 def _parse_whole(text: str) -> tuple[int, Format, list[OperatorRow], list[ChainRow]]:

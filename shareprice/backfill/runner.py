@@ -165,8 +165,8 @@ FROM backfill_runs WHERE status = 'running' ORDER BY run_id DESC LIMIT 1
 
 def lock_holder(conn: psycopg.Connection) -> str:
     """Who holds the backfill lock, in words."""
-    backend = conn.execute(_HOLDER, {"hi": LOCK_KEY >> 32, "lo": LOCK_KEY & 0xFFFFFFFF}).fetchone()
-    run = conn.execute(_RUNNING).fetchone()
+    backend = db.one(conn.execute(_HOLDER, {"hi": LOCK_KEY >> 32, "lo": LOCK_KEY & 0xFFFFFFFF}))
+    run = db.one(conn.execute(_RUNNING))
     parts = []
     if run is not None:
         run_id, pid, host, started, _, done, total, quiet = run
@@ -205,7 +205,7 @@ class Backfill:
 
     def _acquire(self) -> None:
         conn = self.lock_conn = connect(self.url, "coordinator", autocommit=True)
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
+        got = db.one(conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)))[0]
         if not got:
             holder = lock_holder(conn)
             if not self.options.wait:
@@ -234,20 +234,22 @@ class Backfill:
             "WHERE status = 'running'"
         )
         lo, hi = self._range()
-        run_id = conn.execute(
-            "INSERT INTO backfill_runs (status, epoch_from, epoch_to, epochs_total, pid, host, "
-            "options, rows_written) VALUES ('running', %s, %s, %s, %s, %s, %s, %s) "
-            "RETURNING run_id",
-            (
-                self.options.epoch_from,
-                self.options.epoch_to,
-                total,
-                os.getpid(),
-                socket.gethostname(),
-                orjson.dumps(self.options.as_json()).decode(),
-                orjson.dumps(dict.fromkeys(TABLES, 0)).decode(),
-            ),
-        ).fetchone()[0]
+        run_id = db.one(
+            conn.execute(
+                "INSERT INTO backfill_runs (status, epoch_from, epoch_to, epochs_total, pid, host, "
+                "options, rows_written) VALUES ('running', %s, %s, %s, %s, %s, %s, %s) "
+                "RETURNING run_id",
+                (
+                    self.options.epoch_from,
+                    self.options.epoch_to,
+                    total,
+                    os.getpid(),
+                    socket.gethostname(),
+                    orjson.dumps(self.options.as_json()).decode(),
+                    orjson.dumps(dict.fromkeys(TABLES, 0)).decode(),
+                ),
+            )
+        )[0]
         conn.execute(
             "SELECT set_config('application_name', %s, false)",
             (f"shareprice backfill run {run_id}",),
@@ -298,7 +300,7 @@ class Backfill:
     def _known_bad(self) -> int:
         assert self.lock_conn is not None
         lo, hi = self._range()
-        return int(self.lock_conn.execute(_KNOWN_BAD, {"lo": lo, "hi": hi}).fetchone()[0])
+        return int(db.one(self.lock_conn.execute(_KNOWN_BAD, {"lo": lo, "hi": hi}))[0])
 
     def _batches(self, epochs: list[int]) -> Iterator[list[int]]:
         size = self.options.batch_size

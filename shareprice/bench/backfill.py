@@ -207,7 +207,7 @@ def copy_floor(url: URL, echo: Echo) -> tuple[float, int, float, float]:
     seconds = client_cpu = server_cpu = 0.0
     rows = 0
     with psycopg.connect(conninfo) as conn, tempfile.TemporaryDirectory() as tmp:
-        backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        backend = db.one(conn.execute("SELECT pg_backend_pid()"))[0]
         conn.commit()
         for table in OUTPUT_TABLES:
             floor = f"copy_floor_{table}"
@@ -267,7 +267,7 @@ def run(
         _migrate_clone(engine, echo)
         with psycopg.connect(db.libpq_url(target), autocommit=True) as conn:
             conn.execute(_RESET)
-            epochs = conn.execute("SELECT count(*) FROM epochs").fetchone()[0]
+            epochs = db.one(conn.execute("SELECT count(*) FROM epochs"))[0]
             conn.execute("CHECKPOINT")  # the clone's dirty pages are not the backfill's cost
         echo(f"backfill of {epochs:,} epochs, {workers} workers, batches of {batch_size} ...")
         with _PeakRss(target) as rss:
@@ -412,8 +412,9 @@ def _wait_for(conn: psycopg.Connection, count: int, proc: subprocess.Popen) -> N
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"backfill --follow exited: {proc.stderr.read().decode()[-500:]}")
-        n = conn.execute("SELECT count(*) FROM epoch_normalizations").fetchone()[0]
+            stderr = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"backfill --follow exited: {stderr[-500:]}")
+        n = db.one(conn.execute("SELECT count(*) FROM epoch_normalizations"))[0]
         if n >= count:
             return
         time.sleep(0.05)

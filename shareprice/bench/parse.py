@@ -53,8 +53,10 @@ def _range(engine: Engine, limit: int | None) -> tuple[int, int, int]:
 def _stream(engine: Engine, sql: str, params: dict[str, int]):
     """Rows through a server-side cursor, each with the seconds spent waiting for it."""
     raw = engine.raw_connection()
+    conn = raw.driver_connection
+    assert conn is not None  # an open pool connection always has its driver connection
     try:
-        with raw.driver_connection.cursor(name="shareprice_bench_parse") as cur:
+        with conn.cursor(name="shareprice_bench_parse") as cur:
             cur.itersize = 16
             cur.execute(sql, params)
             while True:
@@ -64,7 +66,7 @@ def _stream(engine: Engine, sql: str, params: dict[str, int]):
                 if row is None:
                     break
                 yield waited, row
-        raw.driver_connection.rollback()
+        conn.rollback()
     finally:
         raw.close()
 
@@ -121,7 +123,7 @@ def bench_parse(engine: Engine, limit: int | None = None) -> dict[str, Any]:
 
 def _figures(
     fetch: float, parse: float, doc_bytes: int, states: int, per_doc: list[float]
-) -> dict[str, float]:
+) -> dict[str, float | int | None]:
     return {
         "fetch_s": round(fetch, 2),
         "parse_s": round(parse, 2),

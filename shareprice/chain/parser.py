@@ -115,7 +115,7 @@ def load_json(data: bytes | bytearray | memoryview | str) -> Any:
         if "64-bit" not in str(exc):
             raise ParseError(f"invalid JSON: {exc}") from None
     try:
-        return json.loads(data)
+        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
     except (ValueError, RecursionError) as exc:
         raise ParseError(f"invalid JSON: {exc}") from None
 

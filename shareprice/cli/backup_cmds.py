@@ -55,14 +55,14 @@ def backup_cmd(
     if verify_dir is not None:
         engine = None if no_restore_test else engine_for(url)
         started = time.perf_counter()
-        result = backup.verify_backup(verify_dir, engine, echo=echo)
-        if not result.ok:
-            for problem in result.problems:
+        verified = backup.verify_backup(verify_dir, engine, echo=echo)
+        if not verified.ok:
+            for problem in verified.problems:
                 click.echo(f"  {problem}", err=True)
             raise click.ClickException(f"{verify_dir}: backup does NOT verify")
         what = "sha256 and listing" if engine is None else "sha256, listing and test restore"
         click.echo(
-            f"{verify_dir}: OK ({what}; {result.tables} tables, {result.rows:,} rows) "
+            f"{verify_dir}: OK ({what}; {verified.tables} tables, {verified.rows:,} rows) "
             f"in {time.perf_counter() - started:.1f}s"
         )
         return

@@ -243,9 +243,9 @@ class _ArrayReader:
                 start = 0
         # A scalar element (not a document, the parser will say so): up to ',' ']' or space.
         while True:
-            match = _SCALAR.match(self.buf, start)
-            if match is not None and match.end() < len(self.buf):
-                self.pos = match.end()
+            scalar = _SCALAR.match(self.buf, start)
+            if scalar is not None and scalar.end() < len(self.buf):
+                self.pos = scalar.end()
                 return self.buf[start : self.pos]
             self.pos = start
             if not self._fill():
@@ -315,6 +315,7 @@ def import_paths(
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
+        assert conn is not None  # an open pool connection always has its driver connection
         conn.execute(_STAGE)
         conn.commit()
         batch: dict[int, _Staged] = {}

@@ -149,7 +149,7 @@ def _table_check(cur: psycopg.Cursor, table: str) -> TableCheck:
                     "FROM {} AS t"
                 ).format(ident)
             )
-            rows, total = cur.fetchone()
+            rows, total = db.one(cur)
             method = _ROW_HASH
     except psycopg.errors.UndefinedFunction:
         cur.execute(
@@ -158,7 +158,7 @@ def _table_check(cur: psycopg.Cursor, table: str) -> TableCheck:
                 "::bit(64)::bigint::numeric), 0) FROM {} AS t"
             ).format(ident)
         )
-        rows, total = cur.fetchone()
+        rows, total = db.one(cur)
         method = _ROW_MD5
     return TableCheck(table, int(rows), str(total), method)
 
@@ -240,9 +240,9 @@ def create_backup(
     with _psycopg(url) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        version = conn.execute("SHOW server_version").fetchone()[0]
-        database = conn.execute("SELECT current_database()").fetchone()[0]
+        snapshot = db.one(conn.execute("SELECT pg_export_snapshot()"))[0]
+        version = db.one(conn.execute("SHOW server_version"))[0]
+        database = db.one(conn.execute("SELECT current_database()"))[0]
         say(f"dumping {database} with {pg_dump.name} {_tool_version(pg_dump)} ...")
         # pg_dump reads the exported snapshot while this transaction stays open.
         dump_started = time.perf_counter()
@@ -368,8 +368,8 @@ def restore_backup(
     manifest = read_manifest(directory)
     url = config.normalize_url(into)
     with _psycopg(url, autocommit=True) as conn:
-        existing = int(conn.execute(_USER_OBJECTS).fetchone()[0])
-        database = conn.execute("SELECT current_database()").fetchone()[0]
+        existing = int(db.one(conn.execute(_USER_OBJECTS))[0])
+        database = db.one(conn.execute("SELECT current_database()"))[0]
     if existing and not force:
         raise BackupError(
             f"database {database} is not empty ({existing} tables, views or sequences); "

@@ -14,6 +14,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg.conninfo
 import sqlalchemy as sa
@@ -178,6 +179,27 @@ def check_available(engine: Engine) -> None:
         ) from None
 
 
+#: SQLSTATEs of a write refused for lack of rights: insufficient_privilege (the read-only
+#: shareprice_reader role) and read_only_sql_transaction (a hot standby, or a read-only
+#: transaction). Pages and commands that record runs skip the record with a reason on these.
+READ_ONLY_SQLSTATES = frozenset({"42501", "25006"})
+
+
+def is_read_only_error(exc: BaseException) -> bool:
+    """Whether `exc` (SQLAlchemy-wrapped or raw psycopg) is a write refused as read-only."""
+    orig = getattr(exc, "orig", None) or exc
+    return getattr(orig, "sqlstate", None) in READ_ONLY_SQLSTATES
+
+
+def one(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row of a statement that always returns exactly one (an aggregate, a function call,
+    INSERT ... RETURNING): a missing row is a broken invariant, said as such, not a None."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("a statement that always returns one row returned none")
+    return row
+
+
 def libpq_url(engine_or_url: Engine | URL | str) -> str:
     """A libpq keyword/value conninfo (for psycopg and the pg_* tools) from a SQLAlchemy URL.
 
@@ -199,8 +221,8 @@ def libpq_url(engine_or_url: Engine | URL | str) -> str:
     ):
         if value is not None:
             params[key] = str(value)
-    for key, value in url.query.items():
-        params[key] = value if isinstance(value, str) else value[-1]
+    for key, query_value in url.query.items():
+        params[key] = query_value if isinstance(query_value, str) else query_value[-1]
     return psycopg.conninfo.make_conninfo(**params)
 
 

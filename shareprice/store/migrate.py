@@ -106,7 +106,9 @@ def migrate(engine: Engine, sql_dir: Traversable = SQL_DIR) -> list[str]:
             # Straight to psycopg with no parameters: the file may hold many statements,
             # dollar-quoted bodies and format('%I') calls, which must not be read as placeholders.
             try:
-                conn.connection.driver_connection.execute(migration.sql)
+                driver = conn.connection.driver_connection
+                assert driver is not None  # an open connection has its driver connection
+                driver.execute(migration.sql)
             except psycopg.Error as exc:
                 raise MigrationError(
                     f"{migration.name} failed, nothing of it was applied: {error_line(exc)}"
