@@ -1,8 +1,10 @@
 """Migration progress: how far the backfill has got, refreshed live while it runs."""
 
+import datetime
+
 import streamlit as st
 
-from shareprice import ui
+from shareprice import queries, ui
 from shareprice.backfill import status
 
 REFRESH_SECONDS = 2
@@ -20,6 +22,7 @@ live = st.toggle(f"Refresh every {REFRESH_SECONDS} s", value=True)
 def show_progress() -> None:
     with ui.database_guard():
         summary = status.summarize(ui.engine())
+        replica = queries.replica_status(ui.engine(), ui.primary_engine())
     if summary.raw_epochs == 0 and not summary.past_runs:
         ui.empty_state()
         return
@@ -32,6 +35,25 @@ def show_progress() -> None:
         "Latest normalized epoch",
         "-" if summary.latest_normalized_epoch is None else f"{summary.latest_normalized_epoch}",
     )
+    if replica is not None:  # a hot standby: it serves what it has replayed so far
+        lag, behind, replayed = st.columns(3)
+        lag.metric(
+            "Replay lag",
+            "-" if replica.replay_lag_s is None else f"{replica.replay_lag_s:.1f} s",
+            help="How far this standby's replay trails the primary (0 when it has replayed all "
+            "it received).",
+        )
+        behind.metric(
+            "Epochs behind primary",
+            "-" if replica.epochs_behind is None else f"{replica.epochs_behind:,}",
+            help="Needs SHAREPRICE_DATABASE_URL (the primary) beside SHAREPRICE_READONLY_URL.",
+        )
+        replayed.metric(
+            "Last replayed commit",
+            "-"
+            if replica.last_replay_at is None
+            else f"{replica.last_replay_at.astimezone(datetime.UTC):%Y-%m-%d %H:%M:%S} UTC",
+        )
     st.progress(
         min(summary.percent / 100.0, 1.0),
         text=f"{summary.normalized_epochs:,} of {summary.raw_epochs:,} raw epochs normalized "

@@ -48,6 +48,17 @@ def engine() -> Engine:
     return _engine_for(config.readonly_url() or config.configured_url())
 
 
+def primary_engine() -> Engine | None:
+    """The main database when the dashboard reads a separate read-only URL (maybe a standby):
+    what `queries.replica_status` compares against to say how many epochs the standby is behind.
+    None when only one URL is configured."""
+    _secrets_to_env()
+    readonly, main = config.readonly_url(), config.configured_url()
+    if readonly is None or main is None or readonly == main:
+        return None
+    return _engine_for(main)
+
+
 def using_readonly_role() -> bool:
     _secrets_to_env()
     return config.readonly_url() is not None

@@ -29,7 +29,8 @@ class ReplicaStatus:
     #: Seconds the standby's replay trails the primary; 0 when caught up; None when the standby
     #: has not replayed any transaction yet (nothing to measure against).
     replay_lag_s: float | None
-    #: Primary's latest normalized epoch minus the standby's; None without a primary engine.
+    #: Primary's latest normalized epoch minus the standby's; None without a primary engine or
+    #: when the primary cannot be reached.
     epochs_behind: int | None
     #: Commit time (on the primary) of the last transaction the standby replayed.
     last_replay_at: datetime | None
@@ -82,7 +83,12 @@ def replica_status(engine: Engine, primary: Engine | None = None) -> ReplicaStat
         lag = max(0.0, float(row.replay_age_s))
     behind: int | None = None
     if primary is not None:
-        with primary.connect() as conn:
-            ahead = conn.execute(_PRIMARY_AHEAD_SQL, {"standby_latest": row.latest_epoch}).scalar()
-        behind = max(0, int(ahead or 0))
+        try:
+            with primary.connect() as conn:
+                ahead = conn.execute(
+                    _PRIMARY_AHEAD_SQL, {"standby_latest": row.latest_epoch}
+                ).scalar()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError):
+            ahead = None  # the primary is unreachable: the standby still serves, lag still known
+        behind = None if ahead is None else max(0, int(ahead))
     return ReplicaStatus(replay_lag_s=lag, epochs_behind=behind, last_replay_at=row.last_replay_at)
