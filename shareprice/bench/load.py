@@ -1,20 +1,38 @@
-"""`shareprice bench load`: many simultaneous browser sessions on the explorer.
+"""`shareprice bench load`: many simultaneous sessions on the explorer, without browsers.
 
-Each session is a real Chromium tab (one browser, one context per session, so no shared
-cookies or websocket), which opens the explorer, waits for the chart, then clicks through the
-range presets. The explorer prints its own server time per run ("Server time N ms"), which is
-what the p50/p95 rerun figures are made of; the client-observed latency (click to new caption)
-is reported beside it. Server memory is the streamlit process's RSS sampled during the run.
+Ten Chromium tabs on two cores measure the browsers as much as the dashboard, and 50 or 100 tabs
+do not fit at all. A Streamlit session is a websocket speaking protobuf messages Streamlit ships
+itself (`streamlit.proto`), so each session here is that websocket and nothing else:
+
+1. connect to `/_stcore/stream` (subprotocol "streamlit", as the frontend does);
+2. send a `rerun_script` BackMsg (an empty `ClientState`: the first view of the default page);
+3. read ForwardMsgs until `script_finished`: the deltas carry every element the page drew,
+   among them the range presets' button group (its widget id and option labels) and the
+   explorer's own caption "Server time N ms";
+4. "click" a preset: a `rerun_script` whose `ClientState.widget_states` carries the preset
+   widget's new value (a string array of the option's label, as the frontend serializes a
+   segmented control), and wait for `script_finished` again.
+
+Per rerun the server time is the page's own caption (script start to its last element);
+the client latency (send to `script_finished`) is reported beside it. An exception element, an
+error alert or a run that does not finish in time makes the session an error. Server memory is
+the dashboard process's RSS, sampled every 0.25 s; each level gets a fresh dashboard, so its peak
+is that level's own.
+
+`--browser` keeps the previous mode: real Chromium tabs (Playwright), for a few sessions, to
+check that what the protocol client measures is what a browser sees.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +42,9 @@ from shareprice.bench.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit
 
 SERVER_TIME = re.compile(r"Server time (\d+) ms")
 PRESETS = ["50", "100", "200", "1000", "All"]
+#: The explorer's range presets: the segmented control keyed "ex_preset".
+PRESET_KEY = "ex_preset"
+PRESET_LABEL = "Range (epochs)"
 
 
 @dataclass
@@ -43,6 +64,153 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[index]
 
 
+# --- the protocol client ---------------------------------------------------------------------
+
+
+class RunFailed(Exception):
+    """The page showed an exception or an error, or the run did not finish."""
+
+
+@dataclass
+class PresetWidget:
+    widget_id: str
+    labels: list[str]
+
+
+@dataclass
+class RunSeen:
+    """What one script run sent: the caption's server time and the preset widget."""
+
+    server_ms: int | None = None
+    preset: PresetWidget | None = None
+    captions: list[str] = field(default_factory=list)
+
+
+class ProtocolSession:
+    """One Streamlit session over its websocket, as the frontend would drive it."""
+
+    def __init__(self, ws, timeout_s: float) -> None:
+        self.ws = ws
+        self.timeout_s = timeout_s
+        self.page_script_hash = ""
+        self.query_string = ""
+
+    async def rerun(self, widgets: list | None = None) -> RunSeen:
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ClientState_pb2 import ClientState
+        from streamlit.proto.WidgetStates_pb2 import WidgetStates
+
+        state = ClientState(
+            query_string=self.query_string,
+            page_script_hash=self.page_script_hash,
+            widget_states=WidgetStates(widgets=widgets or []),
+        )
+        await self.ws.send(BackMsg(rerun_script=state).SerializeToString())
+        return await self._read_run()
+
+    async def _read_run(self) -> RunSeen:
+        from streamlit.proto.Alert_pb2 import Alert
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        seen = RunSeen()
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RunFailed(f"no script_finished within {self.timeout_s:.0f}s")
+            try:
+                data = await asyncio.wait_for(self.ws.recv(), remaining)
+            except TimeoutError:
+                raise RunFailed(f"no script_finished within {self.timeout_s:.0f}s") from None
+            msg = ForwardMsg()
+            msg.ParseFromString(data)
+            kind = msg.WhichOneof("type")
+            if kind == "new_session":
+                self.page_script_hash = msg.new_session.page_script_hash
+            elif kind == "page_info_changed":
+                self.query_string = msg.page_info_changed.query_string
+            elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
+                element = msg.delta.new_element
+                which = element.WhichOneof("type")
+                if which == "exception":
+                    raise RunFailed(f"exception on the page: {element.exception.message[:200]}")
+                if which == "alert" and element.alert.format == Alert.Format.ERROR:
+                    raise RunFailed(f"error on the page: {element.alert.body[:200]}")
+                if which == "markdown":
+                    seen.captions.append(element.markdown.body)
+                    match = SERVER_TIME.search(element.markdown.body)
+                    if match:
+                        seen.server_ms = int(match[1])
+                elif which == "button_group":
+                    group = element.button_group
+                    if group.id.endswith(f"-{PRESET_KEY}") or group.label == PRESET_LABEL:
+                        seen.preset = PresetWidget(group.id, [o.content for o in group.options])
+            elif kind == "script_finished":
+                status = msg.script_finished
+                if status == ForwardMsg.ScriptFinishedStatus.FINISHED_EARLY_FOR_RERUN:
+                    continue
+                if status == ForwardMsg.ScriptFinishedStatus.FINISHED_WITH_COMPILE_ERROR:
+                    raise RunFailed("the page failed to compile")
+                if seen.server_ms is None:
+                    raise RunFailed("the run finished without the explorer's 'Server time'")
+                return seen
+
+
+def preset_state(widget: PresetWidget, label: str):
+    """The WidgetState the frontend sends when the preset `label` is clicked."""
+    from streamlit.proto.Common_pb2 import StringArray
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    return WidgetState(id=widget.widget_id, string_array_value=StringArray(data=[label]))
+
+
+async def _ws_session(
+    ws_url: str, reruns: int, timeout_s: float, think_s: float, rng: random.Random
+) -> SessionResult:
+    from websockets.asyncio.client import connect
+
+    started = time.perf_counter()
+    try:
+        async with connect(
+            ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=timeout_s
+        ) as ws:
+            session = ProtocolSession(ws, timeout_s)
+            first = await session.rerun()
+            assert first.server_ms is not None
+            result = SessionResult(time.perf_counter() - started, first.server_ms)
+            if first.preset is None:
+                raise RunFailed("the explorer drew no range presets")
+            preset = first.preset
+            for i in range(reruns):
+                if think_s:
+                    await asyncio.sleep(rng.uniform(0.5 * think_s, 1.5 * think_s))
+                label = preset.labels[i % len(preset.labels)]
+                clicked = time.perf_counter()
+                seen = await session.rerun([preset_state(preset, label)])
+                result.rerun_client_ms.append(1000 * (time.perf_counter() - clicked))
+                assert seen.server_ms is not None
+                result.rerun_server_ms.append(seen.server_ms)
+                preset = seen.preset or preset
+            return result
+    except Exception as exc:  # a failed session is reported, not fatal for the others
+        return SessionResult(
+            time.perf_counter() - started, -1, error=f"{type(exc).__name__}: {exc}"
+        )
+
+
+async def _run_ws_sessions(
+    base_url: str, sessions: int, reruns: int, timeout_s: float, think_s: float
+) -> list[SessionResult]:
+    ws_url = base_url.replace("http://", "ws://", 1) + "/_stcore/stream"
+    rngs = [random.Random(i) for i in range(sessions)]
+    return await asyncio.gather(
+        *(_ws_session(ws_url, reruns, timeout_s, think_s, rngs[i]) for i in range(sessions))
+    )
+
+
+# --- the browser client (--browser) -----------------------------------------------------------
+
+
 async def _captions(page) -> str:
     return " | ".join(await page.locator('[data-testid="stCaptionContainer"]').all_inner_texts())
 
@@ -60,7 +228,9 @@ async def _wait_idle_captions(page, previous: str | None, timeout_s: float) -> s
     raise TimeoutError("the explorer did not finish a run in time")
 
 
-async def _session(browser, url: str, reruns: int, timeout_s: float) -> SessionResult:
+async def _browser_session(
+    browser, url: str, reruns: int, timeout_s: float, think_s: float
+) -> SessionResult:
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     page = await context.new_page()
     started = time.perf_counter()
@@ -70,6 +240,8 @@ async def _session(browser, url: str, reruns: int, timeout_s: float) -> SessionR
         text = await _wait_idle_captions(page, None, timeout_s)
         result = SessionResult(time.perf_counter() - started, int(SERVER_TIME.search(text)[1]))
         for i in range(reruns):
+            if think_s:
+                await asyncio.sleep(think_s)
             label = PRESETS[i % len(PRESETS)]
             clicked = time.perf_counter()
             await (
@@ -89,7 +261,9 @@ async def _session(browser, url: str, reruns: int, timeout_s: float) -> SessionR
         await context.close()
 
 
-async def _run_sessions(url: str, sessions: int, reruns: int, timeout_s: float):
+async def _run_browser_sessions(
+    url: str, sessions: int, reruns: int, timeout_s: float, think_s: float
+) -> list[SessionResult]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
@@ -97,10 +271,16 @@ async def _run_sessions(url: str, sessions: int, reruns: int, timeout_s: float):
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             return await asyncio.gather(
-                *(_session(browser, url, reruns, timeout_s) for _ in range(sessions))
+                *(
+                    _browser_session(browser, url, reruns, timeout_s, think_s)
+                    for _ in range(sessions)
+                )
             )
         finally:
             await browser.close()
+
+
+# --- levels ------------------------------------------------------------------------------------
 
 
 def _rss_mb(pid: int) -> float:
@@ -113,12 +293,19 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
-def run_load(
-    database_url: str | None, sessions: int = 10, reruns: int = 5, timeout_s: float = 120.0
+def run_level(
+    database_url: str | None,
+    sessions: int,
+    *,
+    reruns: int = 5,
+    timeout_s: float = 120.0,
+    think_s: float = 0.0,
+    browser: bool = False,
+    readonly_url: str | None = None,
 ) -> dict:
-    """Start a dashboard, drive `sessions` tabs at once, return the figures as a dict."""
+    """Start a fresh dashboard, drive `sessions` sessions at once, return one level's figures."""
     log_path = Path(tempfile.mkdtemp(prefix="shareprice-load-")) / "streamlit.log"
-    with streamlit_server(database_url, log_path) as server:
+    with streamlit_server(database_url, log_path, readonly_url=readonly_url) as server:
         samples: list[float] = []
         stop = threading.Event()
 
@@ -131,7 +318,8 @@ def run_load(
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         started = time.perf_counter()
-        results = asyncio.run(_run_sessions(server.url, sessions, reruns, timeout_s))
+        drive = _run_browser_sessions if browser else _run_ws_sessions
+        results = asyncio.run(drive(server.url, sessions, reruns, timeout_s, think_s))
         wall = time.perf_counter() - started
         stop.set()
         sampler.join()
@@ -140,24 +328,58 @@ def run_load(
     ok = [r for r in results if r.error is None]
     server_ms = [ms for r in ok for ms in r.rerun_server_ms]
     client_ms = [ms for r in ok for ms in r.rerun_client_ms]
-    first_views = [r.first_view_s for r in ok]
+    first_views_ms = [1000 * r.first_view_s for r in ok]
+    errors = [r.error for r in results if r.error]
     return {
         "sessions": sessions,
-        "sessions_ok": len(ok),
-        "errors": [r.error for r in results if r.error],
+        "ok": len(ok),
+        "errors": len(errors),
+        "rerun_p50_ms": _round(_percentile(server_ms, 0.5)),
+        "rerun_p95_ms": _round(_percentile(server_ms, 0.95)),
+        "first_view_p95_ms": _round(_percentile(first_views_ms, 0.95)),
+        "rss_peak_mb": _round(max(samples, default=after_rss)),
+        "client": "chromium" if browser else "websocket",
         "reruns_per_session": reruns,
-        "first_view_s_p50": _round(statistics.median(first_views) if first_views else None),
-        "first_view_s_max": _round(max(first_views) if first_views else None),
-        "first_server_ms_p50": _round(_percentile([r.first_server_ms for r in ok], 0.5)),
-        "rerun_server_ms_p50": _round(_percentile(server_ms, 0.5)),
-        "rerun_server_ms_p95": _round(_percentile(server_ms, 0.95)),
-        "rerun_client_ms_p50": _round(_percentile(client_ms, 0.5)),
-        "rerun_client_ms_p95": _round(_percentile(client_ms, 0.95)),
-        "server_rss_mb_idle": _round(idle_rss),
-        "server_rss_mb_peak": _round(max(samples, default=after_rss)),
-        "server_rss_mb_after": _round(after_rss),
+        "think_s": think_s,
+        "reruns_measured": len(server_ms),
+        "client_rerun_p50_ms": _round(_percentile(client_ms, 0.5)),
+        "client_rerun_p95_ms": _round(_percentile(client_ms, 0.95)),
+        "first_view_p50_ms": _round(statistics.median(first_views_ms) if first_views_ms else None),
+        "first_server_p50_ms": _round(_percentile([r.first_server_ms for r in ok], 0.5)),
+        "rss_idle_mb": _round(idle_rss),
+        "rss_after_mb": _round(after_rss),
         "wall_s": _round(wall),
+        "error_samples": sorted(set(errors))[:3],
     }
+
+
+def run_load(
+    database_url: str | None,
+    levels: list[int],
+    *,
+    reruns: int = 5,
+    timeout_s: float = 120.0,
+    think_s: float = 0.0,
+    browser: bool = False,
+    readonly_url: str | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> dict:
+    """One level per entry of `levels` (sessions at once), each on a fresh dashboard."""
+    out = []
+    for sessions in levels:
+        level = run_level(
+            database_url,
+            sessions,
+            reruns=reruns,
+            timeout_s=timeout_s,
+            think_s=think_s,
+            browser=browser,
+            readonly_url=readonly_url,
+        )
+        out.append(level)
+        if progress is not None:
+            progress(level)
+    return {"levels": out}
 
 
 def _round(value: float | None) -> float | None:
