@@ -1,8 +1,19 @@
-"""v1 (raw JSON parsed in Python) vs v2 (normalized tables) vs the bare-cursor floor."""
+"""v1 (raw JSON parsed in Python) vs v2 (normalized tables) vs the bare-cursor floor.
+
+The page chooses shapes and options, runs `shareprice timings` in a child process
+(`timings.TimingJob`), follows it every second and can stop it; results and the recorded history
+come from `shareprice.timings`, the figures from `shareprice.display.timing_charts`.
+"""
 
 import streamlit as st
 
 from shareprice import queries, timings, ui
+from shareprice.display import explorer_state, timing_charts
+
+#: Session keys: the running (or last) job, its final state, and which job's end was shown.
+JOB = "timings_job"
+RESULT = "timings_result"
+SHOWN = "timings_shown"
 
 st.title("v1 (JSON) vs v2 (normalized) timings")
 st.caption(
@@ -11,8 +22,6 @@ st.caption(
     "cursor. Runs in a separate process with a time limit; you can stop it and keep using the "
     "page. Terminal twins: `shareprice timings` (detailed, recorded) and `shareprice bench queries`."
 )
-
-JOB = "timings_job"
 
 with ui.database_guard():
     engine = ui.engine()
@@ -32,17 +41,16 @@ with ui.database_guard():
             "Custom shape: operators and an epoch range (prefilled with the explorer's "
             "selection when you come from it)."
         )
-        chosen_ops = st.session_state.get("ex_ops") or []
-        chosen_range = [
-            None if v is None else int(v)
-            for v in (list(st.session_state.get("ex_range") or ()) + [None, None])[:2]
-        ]
+        chosen_ops, chosen_from, chosen_to = timings.custom_prefill(
+            st.session_state.get(explorer_state.SESSION_OPERATORS),
+            st.session_state.get(explorer_state.SESSION_RANGE),
+        )
         ops_col, from_col, to_col, last_col = st.columns(4)
         custom_operators = ops_col.text_input(
-            "Operator ids", value=", ".join(map(str, chosen_ops)), placeholder="e.g. 0, 1, 2"
+            "Operator ids", value=chosen_ops, placeholder="e.g. 0, 1, 2"
         )
-        epoch_from = from_col.number_input("From epoch", min_value=0, value=chosen_range[0], step=1)
-        epoch_to = to_col.number_input("To epoch", min_value=0, value=chosen_range[1], step=1)
+        epoch_from = from_col.number_input("From epoch", min_value=0, value=chosen_from, step=1)
+        epoch_to = to_col.number_input("To epoch", min_value=0, value=chosen_to, step=1)
         last_epochs = last_col.number_input("Or the last N epochs", min_value=1, value=None)
         runs_col, v1_col, limit_col, timeout_col = st.columns(4)
         runs = runs_col.number_input("Runs (v2, floor)", 1, 50, value=3)
@@ -88,34 +96,26 @@ with ui.database_guard():
             st.warning("The run overran its time limit and was stopped.", icon="⏱️")
         state = timings.job_progress(current.events())
         if current.running:
-            step = state["current"] or {}
-            label = (
-                f"{step.get('shape', '')} {step.get('variant', '')} {step.get('cache', '')} "
-                f"run {step.get('run', '')}/{step.get('of', '')}"
-                if step.get("event") == "step"
-                else f"starting {step.get('shape', '')}"
-            )
             st.progress(
                 state["fraction"],
-                text=f"{label} - {state['steps']}/{state['total_steps']} timed runs, "
-                f"{current.elapsed_s:.0f} s of at most {current.time_limit_s:.0f} s",
+                text=timings.progress_text(state, current.elapsed_s, current.time_limit_s),
             )
             if st.button("Stop", icon="⏹️"):
                 current.stop()
                 st.rerun()
             return
         status, error = timings.job_outcome(current)
-        st.session_state["timings_result"] = state | {"status": status, "error": error}
+        st.session_state[RESULT] = state | {"status": status, "error": error}
         if state["result"] is None:
             # Killed, or failed, before it could record its end: keep what finished.
             timings.mark_finished(engine, state["run_id"], status, error)
-        if st.session_state.get("timings_shown") != id(current):
-            st.session_state["timings_shown"] = id(current)
+        if st.session_state.get(SHOWN) != id(current):
+            st.session_state[SHOWN] = id(current)
             st.rerun()  # full rerun: the form's Run button comes back, results render below
 
     job_panel()
 
-    finished = st.session_state.get("timings_result")
+    finished = st.session_state.get(RESULT)
     if finished is not None:
         result = finished["result"] or {}
         shapes = timings.shapes_from_dicts(result.get("shapes") or finished["shapes_done"])
@@ -161,7 +161,7 @@ with ui.database_guard():
             "floor. Python peak: tracemalloc during one extra run (Python objects only, not "
             "polars' or libpq's native buffers)."
         )
-        st.plotly_chart(timings.timings_figure(shapes), width="stretch")
+        st.plotly_chart(timing_charts.timings_figure(shapes), width="stretch")
         for shape in shapes:
             for variant, plan in sorted(shape.plans.items()):
                 with st.expander(f"EXPLAIN (ANALYZE, BUFFERS): {shape.name}, {variant}"):
@@ -170,7 +170,7 @@ with ui.database_guard():
     st.subheader("History")
     past = timings.history(engine)
     if past:
-        st.plotly_chart(timings.history_figure(past), width="stretch")
+        st.plotly_chart(timing_charts.history_figure(past), width="stretch")
         st.dataframe(past, hide_index=True)
     else:
         st.write("No recorded runs yet.")

@@ -312,3 +312,86 @@ def test_timings_cli_json(small):
     (shape,) = data["shapes"]
     assert shape["equal"] is True and shape["v1_over_v2_warm"] > 0
     assert {t["variant"] for t in shape["timings"]} == {"v1", "v2", "floor"}
+
+
+def test_timings_job_arguments_parse_back_into_the_custom_request():
+    """The page's half of the job protocol writes the flags the child's half reads."""
+    from shareprice import queries
+    from shareprice.cli.timings_cmds import timings_cmd
+
+    args = timings.job_arguments(
+        names=["one_operator", timings.CUSTOM_SHAPE],
+        operators=" 7, 3 ,, 5",
+        epoch_from=10,
+        epoch_to=20,
+        runs=2,
+        statement_timeout_s=9,
+        cold=False,
+    )
+    params = timings_cmd.make_context("timings", args).params
+    assert params["shape_names"] == ("one_operator",)
+    assert params["runs"] == 2 and params["no_cold"] is True and params["statement_timeout"] == 9
+    request = timings.custom_request(
+        params["operators"], params["epoch_from"], params["epoch_to"], params["last_epochs"]
+    )
+    assert request == queries.SeriesRequest(operators=(3, 5, 7), epoch_from=10, epoch_to=20)
+    # No custom fields: "everything", still a custom shape of its own.
+    bare = timings_cmd.make_context("timings", timings.job_arguments(names=["custom"])).params
+    assert timings.custom_request(
+        bare["operators"], bare["epoch_from"], bare["epoch_to"], bare["last_epochs"]
+    ) == queries.SeriesRequest(epoch_from=0)
+    assert timings.custom_request(None, None, None, None) is None
+    with pytest.raises(ValueError, match="epoch_from 9 is after epoch_to 3"):
+        timings.custom_request(None, 9, 3, None)
+
+
+def test_timings_statement_timeout_reaches_pgoptions(monkeypatch):
+    monkeypatch.setenv("PGOPTIONS", "-c work_mem=8MB")
+    timings.set_statement_timeout(1.5)
+    assert os.environ["PGOPTIONS"] == "-c work_mem=8MB -c statement_timeout=1500"
+
+
+def test_timings_prefill_and_progress_text():
+    assert timings.custom_prefill([4, 1], (100, 250)) == ("4, 1", 100, 250)
+    assert timings.custom_prefill(None, None) == ("", None, None)
+    state = {
+        "current": {"event": "step", "shape": "one_operator", "variant": "v1", "cache": "cold"}
+        | {"run": 2, "of": 3},
+        "steps": 5,
+        "total_steps": 12,
+    }
+    assert timings.progress_text(state, 41.6, 900) == (
+        "one_operator v1 cold run 2/3 - 5/12 timed runs, 42 s of at most 900 s"
+    )
+
+
+def test_timing_figures_from_results_and_history():
+    from shareprice.display import timing_charts
+
+    shape = timings.DetailedShape(
+        "one_operator",
+        "",
+        {},
+        [
+            timings.PathTiming("one_operator", "v1", "warm", [40.0, 50.0, 45.0]),
+            timings.PathTiming("one_operator", "v2", "warm", [2.0, 4.0, 3.0]),
+            timings.PathTiming("one_operator", "floor", "cold", []),  # no runs: no bar
+        ],
+        True,
+        {},
+    )
+    fig = timing_charts.timings_figure([shape])
+    assert [t.name for t in fig.data] == ["v1 warm", "v2 warm"]
+    assert list(fig.data[1].y) == [3.0]
+    assert list(fig.data[1].error_y.array) == [1.0] and list(fig.data[1].error_y.arrayminus) == [
+        1.0
+    ]
+    assert fig.layout.yaxis.type == "log"
+    rows = [
+        {"run_id": 2, "shape": "s", "variant": "v2", "cache": "warm", "median_ms": 3.0},
+        {"run_id": 1, "shape": "s", "variant": "v2", "cache": "warm", "median_ms": 2.0},
+        {"run_id": 1, "shape": "s", "variant": "v2", "cache": "cold", "median_ms": 9.0},
+        {"run_id": 1, "shape": "s", "variant": "floor", "cache": "warm", "median_ms": 1.0},
+    ]
+    (trace,) = timing_charts.history_figure(rows).data
+    assert trace.name == "s v2" and list(trace.x) == [1, 2] and list(trace.y) == [2.0, 3.0]

@@ -17,6 +17,7 @@ from shareprice.cli import (
     load_cmds,
     ops_cmds,
     query_cmds,
+    timings_cmds,
     views_cmds,
 )
 
@@ -44,6 +45,7 @@ for _module in (
     views_cmds,
     query_cmds,
     ops_cmds,
+    timings_cmds,
     load_cmds,
 ):
     for _command in getattr(_module, "commands", []):

@@ -4,5 +4,6 @@ explorer's URL and widget state.
 Pure functions from frames to figures and from query strings to validated state, so every rule of
 presentation is tested without a browser. `shareprice.ui` and the pages put them on screen.
 
-May import: shareprice.queries (its public names), shareprice.chain, polars, plotly.
+May import: shareprice.queries and shareprice.timings (their public names), shareprice.chain,
+polars, plotly.
 """

@@ -24,6 +24,10 @@ DEFAULT_PRESET = "all"
 DEFAULT_OPERATOR_COUNT = 8
 #: More lines than this stop being readable; the band covers "all of them".
 MAX_SELECTED = 24
+#: Session keys of the explorer's widgets that other pages read (the timings page prefills its
+#: custom shape with them): the selected operator ids and the (first, last) epoch range.
+SESSION_OPERATORS = "ex_ops"
+SESSION_RANGE = "ex_range"
 _MAX_PARAM_LENGTH = 2000
 _UNITS: dict[str, Unit] = {"ai3": "AI3", "shannons": "Shannons"}
 

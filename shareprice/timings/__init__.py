@@ -2,49 +2,67 @@
 (cold and warm cache, memory, bytes, EXPLAIN plans, a bare-cursor floor), stored runs, and the job
 protocol that lets the timings page start, follow and stop a run in its own process.
 
+Callers import this package, never its modules. The modules: `shape_catalog` (the named and
+custom request shapes), `results` (what a run produces, as stored, carried and tabled),
+`measure` (the quick benchmark and the detailed measurement), `runs` (a detailed run, recorded
+in timing_runs / timing_results / timing_plans), `jobs` (the subprocess protocol, both the page's
+and the child's side). The figures are in `shareprice.display.timing_charts`.
+
 May import: shareprice.queries, shareprice.store, shareprice.errors.
 """
 
-from shareprice.timings.measure import (
-    CACHE_STATES,
-    CUSTOM_SHAPE,
-    SHAPE_NAMES,
-    VARIANTS,
-    BenchmarkResult,
-    DetailedRun,
-    DetailedShape,
-    PathTiming,
-    Shape,
-    ShapeResult,
-    TimeLimitReached,
+from shareprice.timings.jobs import (
     TimingJob,
-    custom_shape,
-    database_profile,
-    detailed_table,
-    explain_v1,
-    explain_v2,
-    finish_run,
-    floor_plan,
-    history,
-    history_figure,
+    custom_prefill,
+    custom_request,
+    event_line,
     job_arguments,
     job_outcome,
     job_progress,
-    load_run,
-    longest_operators,
+    progress_text,
+    set_statement_timeout,
+    stop_on_sigterm,
+)
+from shareprice.timings.measure import (
+    BenchmarkResult,
+    ShapeResult,
+    TimeLimitReached,
+    database_profile,
+    explain_v1,
+    explain_v2,
+    floor_plan,
     make_cold,
-    mark_finished,
     measure_floor,
     measure_shape,
     measure_shape_detailed,
-    request_dict,
     run_benchmark,
+)
+from shareprice.timings.results import (
+    CACHE_STATES,
+    VARIANTS,
+    DetailedRun,
+    DetailedShape,
+    PathTiming,
+    detailed_table,
+    shapes_from_dicts,
+)
+from shareprice.timings.runs import (
+    finish_run,
+    history,
+    load_run,
+    mark_finished,
     run_detailed,
     save_shape,
-    shapes,
-    shapes_from_dicts,
     start_run,
-    timings_figure,
+)
+from shareprice.timings.shape_catalog import (
+    CUSTOM_SHAPE,
+    SHAPE_NAMES,
+    Shape,
+    custom_shape,
+    longest_operators,
+    request_dict,
+    shapes,
 )
 
 __all__ = [
@@ -60,15 +78,17 @@ __all__ = [
     "TimeLimitReached",
     "TimingJob",
     "VARIANTS",
+    "custom_prefill",
+    "custom_request",
     "custom_shape",
     "database_profile",
     "detailed_table",
+    "event_line",
     "explain_v1",
     "explain_v2",
     "finish_run",
     "floor_plan",
     "history",
-    "history_figure",
     "job_arguments",
     "job_outcome",
     "job_progress",
@@ -79,12 +99,14 @@ __all__ = [
     "measure_floor",
     "measure_shape",
     "measure_shape_detailed",
+    "progress_text",
     "request_dict",
     "run_benchmark",
     "run_detailed",
     "save_shape",
+    "set_statement_timeout",
     "shapes",
     "shapes_from_dicts",
     "start_run",
-    "timings_figure",
+    "stop_on_sigterm",
 ]
