@@ -134,7 +134,7 @@ def _record_refused(
 ) -> BatchResult:
     reason = f"epoch {epoch}: the database refused its rows: {error_line(exc)}"
     with conn.transaction():
-        row = db.one(conn.execute(_FETCH_REVISIONS, ([epoch],)))
+        row = conn.execute(_FETCH_REVISIONS, ([epoch],)).fetchone()  # None: epoch deleted
         batch = BatchRows()
         if row is not None:
             batch.failures.append(Failure(row[0], row[1], reason, row[2] is not None))

@@ -165,8 +165,8 @@ FROM backfill_runs WHERE status = 'running' ORDER BY run_id DESC LIMIT 1
 
 def lock_holder(conn: psycopg.Connection) -> str:
     """Who holds the backfill lock, in words."""
-    backend = db.one(conn.execute(_HOLDER, {"hi": LOCK_KEY >> 32, "lo": LOCK_KEY & 0xFFFFFFFF}))
-    run = db.one(conn.execute(_RUNNING))
+    backend = conn.execute(_HOLDER, {"hi": LOCK_KEY >> 32, "lo": LOCK_KEY & 0xFFFFFFFF}).fetchone()
+    run = conn.execute(_RUNNING).fetchone()  # None: the holder has no running row
     parts = []
     if run is not None:
         run_id, pid, host, started, _, done, total, quiet = run
