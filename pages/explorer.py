@@ -1,11 +1,14 @@
 """Share price explorer: operators' share prices, stake and rewards over epochs.
 
-The page state (operators, range, mode, scale, unit, band) lives in the URL, so a view can be
-shared and reloaded. Every query goes through `shareprice.queries` via `ui.cached`, keyed
-on the request and the data version: a new backfill batch shows on the next rerun.
+The page state (operators, range, mode, axes, unit, band, totals, live) lives in the URL, so a
+view can be shared and reloaded. Every query goes through `shareprice.queries` via `ui.cached`,
+keyed on the request and the data version. Live mode: a fragment polls only the data version
+every 2 s and reruns the page when it changed, so a new backfill batch is drawn within seconds,
+without a reload, and nothing else is queried while nothing changes.
 """
 
 import time
+from datetime import UTC, datetime
 
 import streamlit as st
 
@@ -28,7 +31,9 @@ with ui.page_guard():
         )
         st.stop()
     version = info.data_version
+    engine = ui.engine()
     operators = ui.cached(queries.operators, version)
+    domain = ui.cached(queries.domain_summary, version)
     first, last = info.first_epoch, info.last_epoch
     styles = charts.styles_from(operators)
     labels = explorer_state.operator_labels(operators)
@@ -69,30 +74,65 @@ with ui.page_guard():
     controls = st.container()  # the range presets and slider, above the chart
     state = explorer_state.state_from_widgets(st.session_state)
 
+    # --- the domain summary and the live status -------------------------------------------
+    if domain is not None:
+        metric_columns = st.columns(4)
+        for column, (label, value, help_text) in zip(
+            metric_columns,
+            explorer_state.summary_metrics(domain, state.unit, datetime.now(UTC)),
+            strict=True,
+        ):
+            column.metric(label, value, help=help_text)
+            column.caption(help_text)
+
+    @st.fragment(run_every=explorer_state.LIVE_POLL_SECONDS if state.live else None)
+    def _live_status() -> None:
+        # Only the data version is read here; the page reruns (no reload) when it changed.
+        if state.live and ui.data_version(engine) != version:
+            st.rerun(scope="app")
+        age = ""
+        if domain is not None and domain.updated_at is not None:
+            seconds = (datetime.now(UTC) - domain.updated_at).total_seconds()
+            age = f" · epoch {domain.latest_epoch:,} {domain.updated_source} "
+            age += f"{explorer_state.format_age(seconds)} ago"
+        dot = "🟢 live" if state.live else "⚪ paused"
+        st.caption(f"{dot}{age} · data version {version}")
+
+    _live_status()
+
     # --- data ---------------------------------------------------------------------------------
     if not state.operators:
         st.info("Pick operators in the sidebar (search by id or name), or press *Largest*.")
     request = explorer_state.request_for(state)
     lo, hi = explorer_state.window_for(state, first, last)
     series = ui.cached(queries.series_v2, version, request)
+    band_allowed = explorer_state.band_available(domain.operators if domain else 0)
     band = None
-    if state.band and state.mode == "absolute":
+    if state.band and band_allowed and state.mode == "absolute":
         band = ui.cached(queries.band_v2, version, explorer_state.band_request(state))
     dates = ui.cached(queries.epoch_date_labels, version, lo, hi)
+    holes = ui.cached(queries.epoch_holes, version, lo, hi)
+    totals = ui.cached(queries.epoch_totals, version, lo, hi) if state.totals else None
 
     # --- charts -------------------------------------------------------------------------------
     figure = charts.explorer_figure(
         series,
         styles,
         mode=state.mode,
-        scale=state.scale,
+        scales={
+            "price": state.scale,
+            "stake": state.stake_scale,
+            "rewards": state.rewards_scale,
+        },
         unit=state.unit,
         band=band,
+        totals=totals,
         dates=dates,
+        holes=holes,
         x_range=(lo, hi),
     )
     st.plotly_chart(figure, key="ex_chart", config={"displaylogo": False})
-    st.caption(explorer_state.describe(state, series, lo, hi, dates_known=bool(dates)))
+    st.caption(explorer_state.describe(state, series, lo, hi, dates_known=bool(dates), holes=holes))
 
     # --- widgets (placed above the chart and in the sidebar) -----------------------------
     with st.sidebar:
@@ -122,21 +162,42 @@ with ui.page_guard():
             key="ex_mode",
             required=True,
         )
-        st.segmented_control(
-            "Axis",
-            list(charts.SCALES),
-            format_func=charts.SCALES.get,
-            key="ex_scale",
-            required=True,
-            disabled=st.session_state.ex_mode == "bps",
-            help="A log axis cannot show changes per epoch (0 or negative).",
+        axis_help = (
+            "Auto: plotly's range; Fit: the data's min to max plus 5 %; Log: a log axis "
+            "(Fit where a log axis cannot draw, e.g. changes per epoch)."
         )
+        for key, label in (
+            ("ex_scale", "Price axis"),
+            ("ex_stake_scale", "Stake axis"),
+            ("ex_rewards_scale", "Rewards axis"),
+        ):
+            st.segmented_control(
+                label,
+                list(charts.SCALES),
+                format_func=charts.SCALES.get,
+                key=key,
+                required=True,
+                help=axis_help,
+            )
         st.segmented_control("Unit", list(charts.UNITS), key="ex_unit", required=True)
+        band_help = (
+            "Percentiles (5/25/50/75/95) of every operator's price per epoch, drawn behind "
+            "the selected operators (absolute mode)."
+        )
+        if not band_allowed:
+            band_help = (
+                f"Needs at least {charts.BAND_MIN_OPERATORS} operators: percentiles of "
+                f"{domain.operators if domain else 0} prices mean nothing."
+            )
+        st.toggle("All-operators band", key="ex_band", disabled=not band_allowed, help=band_help)
+        if not band_allowed:
+            st.caption(f"Band off: {band_help}")
+        st.toggle("Totals", key="ex_totals", help="Total stake and total rewards of all operators.")
         st.toggle(
-            "All-operators band",
-            key="ex_band",
-            help="Percentiles (5/25/50/75/95) of every operator's price per epoch, drawn behind "
-            "the selected operators (absolute mode).",
+            "Live",
+            key="ex_live",
+            help=f"Check for new data every {explorer_state.LIVE_POLL_SECONDS} s and redraw "
+            "when there is some.",
         )
         ui.connection_notice()
 
@@ -157,11 +218,13 @@ with ui.page_guard():
     st.subheader("Selected operators")
     selected = operators.filter(operators["operator_id"].is_in(list(state.operators)))
     if selected.height:
-        st.table(
-            explorer_state.operator_cards(selected, state.unit),
-            border="horizontal",
-            hide_index=True,
-        )
+        st.html(explorer_state.operator_cards_html(selected, state.unit))
+        with st.expander("As a table"):
+            st.table(
+                explorer_state.operator_cards(selected, state.unit),
+                border="horizontal",
+                hide_index=True,
+            )
     if st.toggle(f"Show all {operators.height:,} operators", key="ex_all_table"):
         percent = st.column_config.NumberColumn(format="%.6f%%")
         st.dataframe(
@@ -175,19 +238,42 @@ with ui.page_guard():
             },
         )
 
-    # --- downloads: exactly the points drawn above ------------------------------------------
-    shown = charts.shown_frame(series, styles, mode=state.mode, unit=state.unit, dates=dates)
+    # --- downloads: exactly the points drawn above, built only when clicked -----------------
+    def _shown():
+        return charts.shown_frame(series, styles, mode=state.mode, unit=state.unit, dates=dates)
+
+    def _wide_csv() -> str:
+        return explorer_state.wide_frame(
+            series, queries.epoch_totals(engine, lo, hi), queries.epoch_blocks(engine, lo, hi)
+        ).write_csv()
+
     name = explorer_state.download_name(state, lo, hi)
-    csv_col, parquet_col, _ = st.columns([1, 1, 4])
+    csv_col, wide_col, parquet_col, _ = st.columns([1, 1, 1, 3])
     csv_col.download_button(
-        "Download CSV", shown.write_csv(), f"{name}.csv", "text/csv", width="stretch"
+        "Download CSV",
+        lambda: _shown().write_csv(),
+        f"{name}.csv",
+        "text/csv",
+        width="stretch",
+        on_click="ignore",
+    )
+    wide_col.download_button(
+        "Wide CSV (raw)",
+        _wide_csv,
+        explorer_state.wide_csv_name(last),
+        "text/csv",
+        width="stretch",
+        on_click="ignore",
+        help="epoch,startBlock,endBlock,totalStake,stake<k>…,rewards<k>… in raw Shannons, "
+        "one row per epoch shown.",
     )
     parquet_col.download_button(
         "Download Parquet",
-        explorer_state.parquet_bytes(shown),
+        lambda: explorer_state.parquet_bytes(_shown()),
         f"{name}.parquet",
         "application/vnd.apache.parquet",
         width="stretch",
+        on_click="ignore",
     )
     st.caption(
         f"Server time {1000 * (time.perf_counter() - started):.0f} ms · data version {version}"

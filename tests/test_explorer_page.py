@@ -73,7 +73,7 @@ def test_hostile_or_broken_links_fall_back_with_a_notice(params):
     state, notices = parse(params)
     assert notices, params
     assert set(state.operators) <= set(KNOWN)
-    assert state.mode in ("absolute", "bps", "indexed") and state.scale in ("linear", "log")
+    assert state.mode in ("absolute", "bps", "indexed") and state.scale in ("auto", "fit", "log")
     request = explorer_state.request_for(state)  # always a valid request
     assert request.operators == state.operators
 
@@ -93,7 +93,7 @@ def test_too_many_operators_are_capped():
 
 def test_log_scale_is_refused_for_changes():
     state, notices = parse({"mode": "bps", "scale": "log"})
-    assert state.scale == "linear" and notices
+    assert state.scale == "fit" and notices
 
 
 def test_preset_windows():
@@ -212,7 +212,11 @@ def test_hostile_link_on_the_page(db_url, loaded, engine):
 
 def test_downloads_are_what_is_shown(db_url, loaded):
     at = run(AppTest.from_file(PAGE, default_timeout=60))
-    assert {b.label for b in at.get("download_button")} == {"Download CSV", "Download Parquet"}
+    assert {b.label for b in at.get("download_button")} == {
+        "Download CSV",
+        "Wide CSV (raw)",
+        "Download Parquet",
+    }
 
 
 def test_page_on_generated_demo_data(normalized_small_url, raw_small_summary, monkeypatch):

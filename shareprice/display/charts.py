@@ -1,39 +1,54 @@
 """Plotly figures and the "what is shown" table of the explorer. No streamlit here.
 
-One figure holds three rows sharing one x axis (price, stake, rewards), so zooming or panning any
-of them moves all three, like the old dashboard's synced charts. Traces get numpy arrays, which
-plotly ships to the browser as base64 typed arrays: ~11 bytes per float instead of ~19 as
-decimal text, the difference between a first view under or over 2 MB.
+One figure holds three rows (price, stake, rewards) on ONE x axis with three y axes, so zooming
+or panning moves all three and `hoversubplots="axis"` with `hovermode="x unified"` gives one
+tooltip per epoch listing every visible series of every row (the old dashboard's synced charts;
+three matched x axes would give one tooltip per row). Traces get numpy arrays, which plotly
+ships to the browser as base64 typed arrays: ~11 bytes per float instead of ~19 as text.
 
-The "all operators" overview is a percentile band (one trace per percentile, five in total),
-never one trace per operator: 900 traces take 12 s (SVG) to over 100 s (WebGL, software
-rendering) to draw in headless Chromium here.
+A hole in the data is drawn as a hole: wherever an operator's row has a previous row more than
+one epoch back (`prev_epoch`, which both the full and the downsampled reads carry) a NaN point
+is inserted, so no line is drawn across epochs that have no data. The downsampling query keeps
+the first row after every hole, so the downsampled series breaks in the same places.
+
+The "all operators" overview is a percentile band (two polygons and a median), never one trace
+per operator: 900 traces take 12 s (SVG) to over 100 s (WebGL) to draw in headless Chromium.
+It is only drawn from BAND_MIN_OPERATORS operators: percentiles of two prices mean nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
-from plotly.subplots import make_subplots
 
 from shareprice.queries import PERQ, perq_to_decimal
 
 Mode = Literal["absolute", "bps", "indexed"]
-Scale = Literal["linear", "log"]
+Scale = Literal["auto", "fit", "log"]
 Unit = Literal["AI3", "Shannons"]
+Row = Literal["price", "stake", "rewards"]
 
 MODES: dict[Mode, str] = {
     "absolute": "Absolute",
     "bps": "Change per epoch (bps)",
     "indexed": "Indexed to range start",
 }
-SCALES: dict[Scale, str] = {"linear": "Linear", "log": "Log"}
+SCALES: dict[Scale, str] = {"auto": "Auto", "fit": "Fit", "log": "Log"}
+#: Each row's default axis: prices differ in the 6th digit (Fit), stakes from zero (Auto),
+#: rewards over orders of magnitude (Log).
+DEFAULT_SCALES: dict[Row, Scale] = {"price": "fit", "stake": "auto", "rewards": "log"}
 UNITS: tuple[Unit, ...] = ("AI3", "Shannons")
+#: Fit: the data's min to max plus this share of the span on each side (FLAT_PAD of the value
+#: when every value is the same).
+FIT_PAD = 0.05
+FLAT_PAD = 0.02
+#: The all-operators band needs at least this many operators to mean anything.
+BAND_MIN_OPERATORS = 10
 
 #: Statuses whose series ends: marked with a symbol where the line stops.
 ENDED_STATUSES = {
@@ -45,6 +60,14 @@ ENDED_STATUSES = {
 }
 BAND_COLOR = "rgba(100, 116, 139, {alpha})"
 FALLBACK_COLOR = "#64748b"
+TOTAL_COLOR = "#111827"
+#: y-axis domains of the three rows (bottom to top: rewards, stake, price).
+ROW_DOMAINS: dict[Row, tuple[float, float]] = {
+    "price": (0.46, 1.0),
+    "stake": (0.235, 0.425),
+    "rewards": (0.0, 0.195),
+}
+ROW_AXES: dict[Row, str] = {"price": "y", "stake": "y2", "rewards": "y3"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +124,65 @@ def unit_column(column: str, unit: Unit) -> pl.Expr:
     return value / float(PERQ) if unit == "AI3" else value
 
 
+def gap_positions(epochs: np.ndarray, prev_epochs: np.ndarray | None) -> np.ndarray:
+    """Indexes of the rows that follow a hole: their previous row is more than one epoch back.
+
+    `prev_epochs` is the epoch of each row's previous row in the DATA (not in what is drawn):
+    a downsampled series skips epochs without skipping data, and must not break there.
+    NaN / None = no previous row (the series starts): no hole.
+    """
+    if prev_epochs is None or len(epochs) == 0:
+        return np.zeros(0, dtype=np.int64)
+    prev = np.asarray(prev_epochs, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        breaks = (np.asarray(epochs, dtype=np.float64) - prev) > 1
+    return np.flatnonzero(breaks)
+
+
+def with_gaps(
+    epochs: np.ndarray, values: Sequence[np.ndarray], at: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Insert one NaN point before each index in `at` (x: the first missing epoch), so plotly
+    (connectgaps off) draws no line across the hole."""
+    x = np.asarray(epochs, dtype=np.float64)
+    ys = [np.asarray(v, dtype=np.float64) for v in values]
+    at = at[at > 0]  # a hole before the first drawn point is not drawn anyway
+    if len(at) == 0:
+        return x, ys
+    gap_x = x[at - 1] + 1
+    return np.insert(x, at, gap_x), [np.insert(y, at, np.nan) for y in ys]
+
+
+def fit_range(values: np.ndarray) -> list[float] | None:
+    """The data's min to max plus FIT_PAD of the span (FLAT_PAD of the value when flat)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    low, high = float(finite.min()), float(finite.max())
+    pad = (high - low) * FIT_PAD if high > low else (abs(high) * FLAT_PAD or 1.0)
+    return [low - pad, high + pad]
+
+
+def axis_settings(scale: Scale, values: Sequence[np.ndarray]) -> dict[str, object]:
+    """type/range/autorange for one row; Log falls back to Fit where nothing can be drawn
+    on a log axis (no positive value, or negative ones such as changes per epoch)."""
+    joined = np.concatenate([np.asarray(v, dtype=np.float64) for v in values] or [np.zeros(0)])
+    finite = joined[np.isfinite(joined)]
+    if scale == "log":
+        if finite.size and (finite > 0).any() and not (finite < 0).any():
+            return {"type": "log", "autorange": True}
+        scale = "fit"
+    if scale == "fit":
+        bounds = fit_range(finite)
+        if bounds is not None:
+            return {"type": "linear", "range": bounds, "autorange": False}
+    return {"type": "linear", "autorange": True}
+
+
 def _hover_dates(epochs: np.ndarray, dates: Mapping[int, str] | None) -> np.ndarray | None:
     if not dates:
         return None
-    return np.array([dates.get(int(e), "") for e in epochs], dtype=object)
+    return np.array([dates.get(int(e), "") if e == e else "" for e in epochs], dtype=object)
 
 
 def explorer_figure(
@@ -112,102 +190,142 @@ def explorer_figure(
     styles: Mapping[int, OperatorStyle],
     *,
     mode: Mode = "absolute",
-    scale: Scale = "linear",
+    scales: Mapping[Row, Scale] | None = None,
     unit: Unit = "AI3",
     band: pl.DataFrame | None = None,
+    totals: pl.DataFrame | None = None,
     dates: Mapping[int, str] | None = None,
+    holes: Sequence[tuple[int, int]] = (),
     x_range: tuple[int, int] | None = None,
     height: int = 820,
 ) -> go.Figure:
-    """Price (in the chosen mode), stake and rewards of the selected operators, x shared."""
-    fig = make_subplots(
-        rows=3,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.04,
-        row_heights=[0.56, 0.24, 0.20],
-    )
-    date_hover = "<br>%{customdata}" if dates else ""
+    """Price (in the chosen mode), stake and rewards (bars) of the selected operators.
+
+    `totals` (epoch, total_stake, total_rewards as exact ints) adds a total line to the stake and
+    the rewards rows. `scales` maps a row to Auto / Fit / Log (DEFAULT_SCALES when absent).
+    `holes` (`queries.epoch_holes`) breaks the band, which has no previous-epoch column.
+    """
+    chosen = {**DEFAULT_SCALES, **(scales or {})}
+    fig = go.Figure()
+    row_values: dict[Row, list[np.ndarray]] = {"price": [], "stake": [], "rewards": []}
     if band is not None and mode == "absolute" and band.height:
-        _add_band(fig, band, dates)
+        drawn_band = band.filter(pl.col("operators") >= BAND_MIN_OPERATORS)
+        if drawn_band.height:
+            row_values["price"] += _add_band(fig, drawn_band, holes)
     shown = mode_values(series, mode).with_columns(
         unit_column("stake", unit).alias("stake_y"), unit_column("rewards", unit).alias("rewards_y")
     )
     y_format = {"absolute": ":.12f", "bps": ":.6f", "indexed": ":.10f"}[mode]
-    amount_format = ":,.6f" if unit == "AI3" else ":.6e"
+    amount_format = ":,.6f" if unit == "AI3" else ":,.0f"
     for (operator_id,), part in shown.partition_by(
         "operator_id", as_dict=True, maintain_order=True
     ).items():
         style = styles.get(operator_id) or OperatorStyle(
             operator_id, f"operator {operator_id}", FALLBACK_COLOR, None, None
         )
-        epochs = part["epoch"].to_numpy()
-        custom = _hover_dates(epochs, dates)
+        holes = gap_positions(part["epoch"].to_numpy(), part["prev_epoch"].to_numpy())
+        x, (price_y, stake_y) = with_gaps(
+            part["epoch"].to_numpy(),
+            [part["y"].to_numpy(), part["stake_y"].to_numpy()],
+            holes,
+        )
+        row_values["price"].append(price_y)
+        row_values["stake"].append(stake_y)
+        custom = _hover_dates(x, dates)
+        date_hover = " · %{customdata}" if custom is not None else ""
         label = operator_label(operator_id, style.name)
-        common = {
-            "mode": "lines",
-            "legendgroup": str(operator_id),
-            "line": {"color": style.color, "width": 1.6},
-            "customdata": custom,
-        }
+        common = {"legendgroup": str(operator_id), "name": label, "connectgaps": False}
         fig.add_trace(
             go.Scatter(
-                x=epochs,
-                y=part["y"].to_numpy(),
-                name=label,
-                hovertemplate=f"{label}<br>epoch %{{x}}{date_hover}<br>%{{y{y_format}}}<extra></extra>",
+                x=x,
+                y=price_y,
+                mode="lines",
+                line={"color": style.color, "width": 1.6},
+                customdata=custom,
+                hovertemplate=f"%{{y{y_format}}}{date_hover}",
+                yaxis="y",
                 **common,
-            ),
-            row=1,
-            col=1,
+            )
         )
         fig.add_trace(
             go.Scatter(
-                x=epochs,
-                y=part["stake_y"].to_numpy(),
-                name=label,
+                x=x,
+                y=stake_y,
+                mode="lines",
+                line={"color": style.color, "width": 1.6},
                 showlegend=False,
-                hovertemplate=f"{label}<br>epoch %{{x}}<br>stake %{{y{amount_format}}} {unit}<extra></extra>",
+                hovertemplate=f"stake %{{y{amount_format}}} {unit}",
+                yaxis="y2",
                 **common,
-            ),
-            row=2,
-            col=1,
+            )
         )
+        rewards = part["rewards_y"].to_numpy().astype(np.float64)
+        row_values["rewards"].append(rewards)
         fig.add_trace(
-            go.Scatter(
-                x=epochs,
-                y=part["rewards_y"].to_numpy(),
-                name=label,
+            go.Bar(
+                x=part["epoch"].to_numpy(),
+                y=rewards,
+                marker={"color": style.color, "line": {"width": 0}},
+                opacity=0.7,
                 showlegend=False,
-                connectgaps=False,
-                hovertemplate=f"{label}<br>epoch %{{x}}<br>rewards %{{y{amount_format}}} {unit}<extra></extra>",
-                **common,
-            ),
-            row=3,
-            col=1,
+                hovertemplate=f"rewards %{{y{amount_format}}} {unit}",
+                yaxis="y3",
+                legendgroup=str(operator_id),
+                name=label,
+            )
         )
         _mark_end(fig, part, style, label)
+    if totals is not None and totals.height:
+        row_values["stake"] += _add_totals(fig, totals, unit, amount_format)
     price_title = {
         "absolute": "share price (stake per share)",
         "bps": "change per epoch (bps)",
         "indexed": "share price, index (start = 100)",
     }[mode]
-    fig.update_yaxes(
-        title_text=price_title,
-        type="log" if scale == "log" and mode != "bps" else "linear",
-        exponentformat="none",
-        row=1,
-        col=1,
-    )
-    fig.update_yaxes(title_text=f"stake ({unit})", tickformat=".4~g", row=2, col=1)
-    fig.update_yaxes(title_text=f"rewards ({unit})", tickformat=".4~g", row=3, col=1)
-    fig.update_xaxes(title_text="epoch", row=3, col=1)
+    price_scale = chosen["price"]
+    if mode == "bps" and price_scale == "log":
+        price_scale = "fit"
+    layout_axes = {
+        "yaxis": {
+            "title": {"text": price_title},
+            "domain": ROW_DOMAINS["price"],
+            "exponentformat": "none",
+            **axis_settings(price_scale, row_values["price"]),
+        },
+        "yaxis2": {
+            "title": {"text": f"stake ({unit})"},
+            "domain": ROW_DOMAINS["stake"],
+            "tickformat": ".3~s",  # 1.5M, not 1.5e+6
+            **axis_settings(chosen["stake"], row_values["stake"]),
+        },
+        "yaxis3": {
+            "title": {"text": f"rewards ({unit})"},
+            "domain": ROW_DOMAINS["rewards"],
+            "tickformat": ".3~s",
+            **axis_settings(chosen["rewards"], row_values["rewards"]),
+        },
+    }
+    xaxis: dict[str, object] = {
+        "title": {"text": "epoch"},
+        "anchor": "y3",
+        "showspikes": True,
+        "spikemode": "across",
+        "spikesnap": "cursor",
+        "spikethickness": 1,
+        "spikecolor": "#94a3b8",
+        "spikedash": "dot",
+    }
     if x_range is not None:
-        fig.update_xaxes(range=[x_range[0], x_range[1]])
+        xaxis["range"] = [x_range[0] - 0.5, x_range[1] + 0.5]
     fig.update_layout(
         height=height,
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
-        hovermode="closest",
+        hovermode="x unified",
+        hoversubplots="axis",
+        barmode="overlay",
+        bargap=0,
+        xaxis=xaxis,
+        **layout_axes,
         legend={
             "orientation": "h",
             "y": 1.01,
@@ -220,43 +338,102 @@ def explorer_figure(
     return fig
 
 
-def _add_band(fig: go.Figure, band: pl.DataFrame, dates: Mapping[int, str] | None) -> None:
-    """p5-p95 and p25-p75 as filled areas, the median as a dashed line."""
-    epochs = band["epoch"].to_numpy()
-    pairs = [
-        ("p05_price", "p95_price", 0.15, "All operators p5–p95"),
-        ("p25_price", "p75_price", 0.3, "All operators p25–p75"),
-    ]
-    for low, high, alpha, name in pairs:
-        # One closed polygon per band (along the top, back along the bottom): one trace each
-        # instead of two "tonexty" traces, which is what costs in the browser.
+def _add_totals(
+    fig: go.Figure, totals: pl.DataFrame, unit: Unit, amount_format: str
+) -> list[np.ndarray]:
+    """Total stake (row 2) and total rewards (row 3) of all operators per epoch, holes kept."""
+    frame = totals.sort("epoch").with_columns(
+        unit_column("total_stake", unit).alias("stake_y"),
+        unit_column("total_rewards", unit).alias("rewards_y"),
+        pl.col("epoch").shift(1).alias("prev_epoch"),
+    )
+    holes = gap_positions(frame["epoch"].to_numpy(), frame["prev_epoch"].to_numpy())
+    x, (stake_y, rewards_y) = with_gaps(
+        frame["epoch"].to_numpy(),
+        [frame["stake_y"].to_numpy(), frame["rewards_y"].to_numpy()],
+        holes,
+    )
+    line = {"color": TOTAL_COLOR, "width": 1.4, "dash": "dash"}
+    for name, y, axis in (("Total stake", stake_y, "y2"), ("Total rewards", rewards_y, "y3")):
         fig.add_trace(
             go.Scatter(
-                x=np.concatenate([epochs, epochs[::-1]]),
-                y=np.concatenate([band[high].to_numpy(), band[low].to_numpy()[::-1]]),
+                x=x,
+                y=y,
+                mode="lines",
+                line=line,
+                name=name,
+                legendgroup="totals",
+                connectgaps=False,
+                hovertemplate=f"%{{y{amount_format}}} {unit}",
+                yaxis=axis,
+            )
+        )
+    return [stake_y]
+
+
+def hole_positions(epochs: np.ndarray, holes: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Indexes of drawn points (sorted epochs) with a hole (before, after) right before them.
+
+    For rows without a previous-epoch column (the band: a downsampled band skips epochs that
+    exist): the holes come from the data (`queries.epoch_holes`), and the downsampling keeps
+    both sides of each, so a hole lies between two consecutive drawn points.
+    """
+    if not len(holes) or not len(epochs):
+        return np.zeros(0, dtype=np.int64)
+    found = []
+    for before, after in holes:
+        index = int(np.searchsorted(epochs, after))
+        if 0 < index < len(epochs) and epochs[index - 1] <= before:
+            found.append(index)
+    return np.array(sorted(set(found)), dtype=np.int64)
+
+
+def _band_gaps(
+    band: pl.DataFrame, holes: Sequence[tuple[int, int]]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    epochs = band["epoch"].to_numpy()
+    columns = [band[f"{name}_price"].to_numpy() for name in ("p05", "p25", "p50", "p75", "p95")]
+    return with_gaps(epochs, columns, hole_positions(epochs, holes))
+
+
+def _add_band(
+    fig: go.Figure, band: pl.DataFrame, holes: Sequence[tuple[int, int]]
+) -> list[np.ndarray]:
+    """p5-p95 and p25-p75 as filled areas, the median as a dashed line; holes stay holes."""
+    x, (p05, p25, p50, p75, p95) = _band_gaps(band, holes)
+    pairs = [
+        (p05, p95, 0.15, "All operators p5–p95"),
+        (p25, p75, 0.3, "All operators p25–p75"),
+    ]
+    for low, high, alpha, name in pairs:
+        # One closed polygon per run of epochs (along the top, back along the bottom; a NaN
+        # separates runs and "toself" closes each one): one trace per band, not two "tonexty".
+        fig.add_trace(
+            go.Scatter(
+                x=np.concatenate([x, [np.nan], x[::-1]]),
+                y=np.concatenate([high, [np.nan], low[::-1]]),
                 mode="lines",
                 line={"width": 0},
                 fill="toself",
                 fillcolor=BAND_COLOR.format(alpha=alpha),
                 name=name,
                 hoverinfo="skip",
-            ),
-            row=1,
-            col=1,
+                yaxis="y",
+            )
         )
     fig.add_trace(
         go.Scatter(
-            x=epochs,
-            y=band["p50_price"].to_numpy(),
+            x=x,
+            y=p50,
             mode="lines",
             line={"width": 1, "dash": "dot", "color": BAND_COLOR.format(alpha=0.9)},
             name="All operators median",
-            customdata=band["operators"].to_numpy(),
-            hovertemplate="median of %{customdata} operators<br>epoch %{x}<br>%{y:.12f}<extra></extra>",
-        ),
-        row=1,
-        col=1,
+            connectgaps=False,
+            hovertemplate="%{y:.12f}",
+            yaxis="y",
+        )
     )
+    return [p05, p95]
 
 
 def _mark_end(fig: go.Figure, part: pl.DataFrame, style: OperatorStyle, label: str) -> None:
@@ -285,10 +462,10 @@ def _mark_end(fig: go.Figure, part: pl.DataFrame, style: OperatorStyle, label: s
             textfont={"color": color, "size": 11},
             legendgroup=str(style.operator_id),
             showlegend=False,
-            hovertemplate=f"{label} {style.status} after epoch %{{x}}<extra></extra>",
-        ),
-        row=1,
-        col=1,
+            hovertemplate=f"{style.status} after this epoch",
+            name=label,
+            yaxis="y",
+        )
     )
 
 

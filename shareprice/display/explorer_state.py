@@ -9,13 +9,23 @@ int inside a `SeriesRequest`, and even those are bound parameters.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 import polars as pl
 
-from shareprice.display.charts import MODES, SCALES, Mode, Scale, Unit
-from shareprice.queries import DEFAULT_MAX_POINTS, SeriesRequest, largest_operators
+from shareprice.display.charts import (
+    BAND_MIN_OPERATORS,
+    DEFAULT_SCALES,
+    MODES,
+    SCALES,
+    Mode,
+    Scale,
+    Unit,
+)
+from shareprice.queries import DEFAULT_MAX_POINTS, DomainSummary, SeriesRequest, largest_operators
 
 RANGE_PRESETS: dict[str, int | None] = {"50": 50, "100": 100, "200": 200, "1000": 1000, "all": None}
 PRESET_LABELS = {"50": "50", "100": "100", "200": "200", "1000": "1000", "all": "All"}
@@ -29,7 +39,11 @@ MAX_SELECTED = 24
 SESSION_OPERATORS = "ex_ops"
 SESSION_RANGE = "ex_range"
 _MAX_PARAM_LENGTH = 2000
+#: Live mode polls the data version this often (seconds).
+LIVE_POLL_SECONDS = 2
 _UNITS: dict[str, Unit] = {"ai3": "AI3", "shannons": "Shannons"}
+#: Axis words a link may use; "linear" is what links made before Auto/Fit/Log said.
+_SCALE_WORDS: dict[str, Scale] = {**{k: k for k in SCALES}, "linear": "auto"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +53,13 @@ class ExplorerState:
     epoch_from: int | None = None
     epoch_to: int | None = None
     mode: Mode = "absolute"
-    scale: Scale = "linear"
+    scale: Scale = DEFAULT_SCALES["price"]  # the price row's axis
     unit: Unit = "AI3"
     band: bool = True
+    stake_scale: Scale = DEFAULT_SCALES["stake"]
+    rewards_scale: Scale = DEFAULT_SCALES["rewards"]
+    totals: bool = False
+    live: bool = True
 
 
 def default_operators(
@@ -140,11 +158,19 @@ def state_from_query(
         else:
             state = replace(state, preset=CUSTOM, epoch_from=lo, epoch_to=hi)
 
-    for key, allowed, field in (("mode", MODES, "mode"), ("scale", SCALES, "scale")):
+    for key, allowed, field in (
+        ("mode", MODES, "mode"),
+        ("scale", _SCALE_WORDS, "scale"),
+        ("stake_scale", _SCALE_WORDS, "stake_scale"),
+        ("rewards_scale", _SCALE_WORDS, "rewards_scale"),
+    ):
         text = get(key)
         if text is None:
             continue
         if text.lower() in allowed:
+            if allowed is _SCALE_WORDS:
+                state = replace(state, **{field: _SCALE_WORDS[text.lower()]})
+                continue
             state = replace(state, **{field: text.lower()})
         else:
             notices.append(
@@ -156,17 +182,21 @@ def state_from_query(
             state = replace(state, unit=_UNITS[unit_text.lower()])
         else:
             notices.append(f"Unknown unit {unit_text[:20]!r} in the link: using AI3.")
-    band_text = get("band")
-    if band_text is not None:
-        if band_text in ("0", "1"):
-            state = replace(state, band=band_text == "1")
+    for key, default in (("band", True), ("totals", False), ("live", True)):
+        text = get(key)
+        if text is None:
+            continue
+        if text in ("0", "1"):
+            state = replace(state, **{key: text == "1"})
         else:
-            notices.append("The link's band value must be 0 or 1: showing the band.")
+            notices.append(
+                f"The link's {key} value must be 0 or 1: using {'1' if default else '0'}."
+            )
     if state.mode == "bps" and state.scale == "log":
         notices.append(
-            "A log axis cannot show changes per epoch (they can be 0 or negative): using linear."
+            "A log axis cannot show changes per epoch (they can be 0 or negative): using fit."
         )
-        state = replace(state, scale="linear")
+        state = replace(state, scale="fit")
     return state, notices
 
 
@@ -180,12 +210,20 @@ def to_query(state: ExplorerState) -> dict[str, str]:
         query["range"] = state.preset
     if state.mode != "absolute":
         query["mode"] = state.mode
-    if state.scale != "linear":
+    if state.scale != DEFAULT_SCALES["price"]:
         query["scale"] = state.scale
+    if state.stake_scale != DEFAULT_SCALES["stake"]:
+        query["stake_scale"] = state.stake_scale
+    if state.rewards_scale != DEFAULT_SCALES["rewards"]:
+        query["rewards_scale"] = state.rewards_scale
     if state.unit != "AI3":
         query["unit"] = state.unit.lower()
     if not state.band:
         query["band"] = "0"
+    if state.totals:
+        query["totals"] = "1"
+    if not state.live:
+        query["live"] = "0"
     return query
 
 
@@ -233,8 +271,12 @@ def widget_values(state: ExplorerState, first_epoch: int, last_epoch: int) -> di
         "ex_range": window_for(state, first_epoch, last_epoch),
         "ex_mode": state.mode,
         "ex_scale": state.scale,
+        "ex_stake_scale": state.stake_scale,
+        "ex_rewards_scale": state.rewards_scale,
         "ex_unit": state.unit,
         "ex_band": state.band,
+        "ex_totals": state.totals,
+        "ex_live": state.live,
     }
 
 
@@ -242,16 +284,20 @@ def state_from_widgets(values: Mapping[str, object]) -> ExplorerState:
     preset = values.get("ex_preset")
     lo, hi = values.get("ex_range") or (None, None)  # type: ignore[misc]
     mode = values.get("ex_mode") or "absolute"
-    scale = values.get("ex_scale") or "linear"
+    scale = values.get("ex_scale") or DEFAULT_SCALES["price"]
     return ExplorerState(
         operators=tuple(int(o) for o in values.get("ex_ops") or ()),  # type: ignore[union-attr]
         preset=str(preset) if preset is not None else CUSTOM,
         epoch_from=None if preset is not None else lo,
         epoch_to=None if preset is not None else hi,
         mode=mode,  # type: ignore[arg-type]
-        scale="linear" if mode == "bps" else scale,  # type: ignore[arg-type]
+        scale="fit" if mode == "bps" and scale == "log" else scale,  # type: ignore[arg-type]
         unit=values.get("ex_unit") or "AI3",  # type: ignore[arg-type]
         band=bool(values.get("ex_band", True)),
+        stake_scale=values.get("ex_stake_scale") or DEFAULT_SCALES["stake"],  # type: ignore[arg-type]
+        rewards_scale=values.get("ex_rewards_scale") or DEFAULT_SCALES["rewards"],  # type: ignore[arg-type]
+        totals=bool(values.get("ex_totals", False)),
+        live=bool(values.get("ex_live", True)),
     )
 
 
@@ -290,7 +336,13 @@ def operator_options(
 
 
 def describe(
-    state: ExplorerState, series: pl.DataFrame, lo: int, hi: int, *, dates_known: bool
+    state: ExplorerState,
+    series: pl.DataFrame,
+    lo: int,
+    hi: int,
+    *,
+    dates_known: bool,
+    holes: Iterable[tuple[int, int]] = (),
 ) -> str:
     shown_ops = series["operator_id"].n_unique() if series.height else 0
     missing = len(state.operators) - shown_ops
@@ -303,6 +355,10 @@ def describe(
     ]
     if missing > 0:
         parts.append(f"{missing} selected operator(s) have no data in this range")
+    holes = list(holes)
+    if holes:
+        missing_epochs = sum(after - before - 1 for before, after in holes)
+        parts.append(f"{missing_epochs:,} epochs missing in {len(holes)} hole(s), drawn as gaps")
     parts.append(
         "hover dates from indexer timestamps" if dates_known else "dates unknown for these epochs"
     )
@@ -367,9 +423,10 @@ def operator_cards(operators: pl.DataFrame, unit: Unit) -> pl.DataFrame:
             "Tax": "–" if op["nomination_tax"] is None else f"{op['nomination_tax']}%",
             "Share price (exact)": perq_to_decimal(op["share_price_perq"]) or "–",
             f"Stake ({unit})": stake_text,
+            f"Latest rewards ({unit})": format_amount(op["rewards"], unit),
         }
         for days in (1, 7, 30):
-            row[f"{days}d yield"] = _percent(op[f"yield_{days}d"])
+            row[f"{days}d yield"] = _yield_text(op, days)
             row[f"{days}d APY"] = _percent(op[f"apy_{days}d"])
         row["Latest epoch"] = "–" if op["latest_epoch"] is None else f"{op['latest_epoch']:,}"
         rows.append(row)
@@ -388,3 +445,171 @@ def parquet_bytes(frame: pl.DataFrame) -> bytes:
     buffer = io.BytesIO()
     to_parquet_safe(frame).write_parquet(buffer)
     return buffer.getvalue()
+
+
+# --- the domain summary -----------------------------------------------------------------------
+
+
+def format_amount(shannons: int | None, unit: Unit) -> str:
+    """An exact amount as text: AI3 with 4 decimals (truncated, grouped), or whole Shannons."""
+    if shannons is None:
+        return "–"
+    if unit == "Shannons":
+        return f"{shannons:,}"
+    whole, fraction = divmod(shannons, 10**18)
+    return f"{whole:,}.{fraction // 10**14:04d}"
+
+
+def format_age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172_800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86_400} d"
+
+
+def summary_metrics(
+    summary: DomainSummary, unit: Unit, now: datetime
+) -> list[tuple[str, str, str]]:
+    """(label, value, help) of the summary row: latest epoch and its age, total stake with
+    storage fees and their share, the latest epoch's total rewards, operators active."""
+    if summary.updated_at is None:
+        age = "age unknown"
+    else:
+        age = (
+            f"{summary.updated_source} {format_age((now - summary.updated_at).total_seconds())} ago"
+        )
+    share = summary.fees_share
+    fees_text = (
+        "storage fees unknown (Format B data carries none)"
+        if share is None
+        else f"storage fees {format_amount(summary.total_storage_fees, unit)} {unit} "
+        f"({share * 100:.2f}% of the total)"
+    )
+    return [
+        ("Latest epoch", f"{summary.latest_epoch:,}", age),
+        (f"Total stake ({unit})", format_amount(summary.stake_with_fees, unit), fees_text),
+        (
+            f"Rewards, latest epoch ({unit})",
+            format_amount(summary.total_rewards, unit),
+            f"all operators' rewards of epoch {summary.latest_epoch:,}",
+        ),
+        (
+            "Operators active",
+            f"{summary.operators:,}",
+            f"with a row in epoch {summary.latest_epoch:,}",
+        ),
+    ]
+
+
+def band_available(operator_count: int) -> bool:
+    """The all-operators band means something from BAND_MIN_OPERATORS operators."""
+    return operator_count >= BAND_MIN_OPERATORS
+
+
+# --- operator cards ---------------------------------------------------------------------------
+
+
+def shared_prefix(texts: Iterable[str]) -> str:
+    """The leading characters every text shares (the digits of the price that do not differ)."""
+    items = [t for t in texts if t]
+    if not items:
+        return ""
+    first, last = min(items), max(items)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
+def operator_cards_html(operators: pl.DataFrame, unit: Unit) -> str:
+    """The selected operators as cards: colour, exact price with the leading digits they all
+    share greyed (what differs stands out), stake, latest rewards, yields with their real span.
+    Every text from the database is HTML-escaped (names are free text)."""
+    from shareprice.queries import perq_to_decimal
+
+    ordered = operators.sort(["stake", "operator_id"], descending=[True, False], nulls_last=True)
+    prices = {
+        op["operator_id"]: perq_to_decimal(op["share_price_perq"]) or ""
+        for op in ordered.iter_rows(named=True)
+    }
+    prefix = shared_prefix(prices.values()) if len(prices) > 1 else ""
+    cards = []
+    for op in ordered.iter_rows(named=True):
+        price = prices[op["operator_id"]]
+        price_html = (
+            f'<span style="color:#9ca3af">{html.escape(price[: len(prefix)])}</span>'
+            f"<b>{html.escape(price[len(prefix) :])}</b>"
+            if price
+            else "–"
+        )
+        yields_html = " · ".join(f"{days}d {_yield_text(op, days)}" for days in (1, 7, 30))
+        color = op["color"] if _is_hex_color(op["color"]) else "#64748b"
+        cards.append(
+            f'<div class="sp-card" style="border-left:6px solid {color};padding:4px 10px;'
+            'margin:0 0 6px 0;font-size:0.9rem">'
+            f"<b>#{op['operator_id']} {html.escape(str(op['name']))}</b> "
+            f'<span style="color:#6b7280">{html.escape(op["status"] or "unknown")}</span><br>'
+            f"price <code>{price_html}</code> · stake {format_amount(op['stake'], unit)} {unit}"
+            f" · latest rewards {format_amount(op['rewards'], unit)} {unit}<br>"
+            f'<span style="color:#374151">{yields_html}</span></div>'
+        )
+    return "".join(cards)
+
+
+def _is_hex_color(text: object) -> bool:
+    return (
+        isinstance(text, str)
+        and len(text) == 7
+        and text[0] == "#"
+        and all(c in "0123456789abcdefABCDEF" for c in text[1:])
+    )
+
+
+def _yield_text(op: Mapping[str, object], days: int) -> str:
+    """The yield with its real span ("0.0012% over 1.02 d"), or n/a and why."""
+    value = op.get(f"yield_{days}d")
+    span = op.get(f"span_{days}d")
+    if value is None:
+        if isinstance(span, float):
+            return f"n/a (nearest price is {span:.2f} d back)"
+        return "n/a"
+    assert isinstance(value, float)
+    span_text = f" over {span:.2f} d" if isinstance(span, float) else ""
+    return f"{value * 100:.4g}%{span_text}"
+
+
+# --- the wide CSV -----------------------------------------------------------------------------
+
+
+def wide_frame(series: pl.DataFrame, totals: pl.DataFrame, blocks: pl.DataFrame) -> pl.DataFrame:
+    """One row per epoch the chart shows: epoch,startBlock,endBlock,totalStake,stake<k>...,
+    rewards<k>..., raw Shannons as exact integers (the old dashboard's epochs_raw CSV). Only
+    epochs that have data appear (no invented rows); an operator without a row there is empty."""
+    epochs = series.select("epoch").unique().sort("epoch")
+    ops = sorted(series["operator_id"].unique().to_list()) if series.height else []
+    wide = epochs.join(
+        blocks.select(
+            "epoch",
+            pl.col("start_block").alias("startBlock"),
+            pl.col("end_block").alias("endBlock"),
+        ),
+        on="epoch",
+        how="left",
+    ).join(
+        totals.select("epoch", pl.col("total_stake").alias("totalStake")), on="epoch", how="left"
+    )
+    for kind in ("stake", "rewards"):
+        for op in ops:
+            part = series.filter(pl.col("operator_id") == op).select(
+                "epoch", pl.col(kind).alias(f"{kind}{op}")
+            )
+            wide = wide.join(part, on="epoch", how="left")
+    return wide.sort("epoch")
+
+
+def wide_csv_name(latest_epoch: int) -> str:
+    return f"epochs_raw_e{latest_epoch}.csv"

@@ -73,8 +73,24 @@ from shareprice.queries.series import (
     series_plan,
     series_v2,
 )
+from shareprice.queries.totals import (
+    TOTALS_SCHEMA,
+    DomainSummary,
+    domain_summary,
+    epoch_blocks,
+    epoch_holes,
+    epoch_totals,
+    totals_plan,
+)
 
 __all__ = [
+    "TOTALS_SCHEMA",
+    "DomainSummary",
+    "domain_summary",
+    "epoch_blocks",
+    "epoch_holes",
+    "epoch_totals",
+    "totals_plan",
     "BAND_COLUMNS",
     "BAND_EXACT_SCHEMA",
     "DEFAULT_MAX_POINTS",

@@ -91,12 +91,22 @@ SELECT * FROM live
 # With max_points, the band's epochs are reduced like an operator's series: equal runs of epochs,
 # keeping each run's first and last epoch and the epochs of its lowest p5 and highest p95, so
 # the band's outer envelope is exact and every value drawn is a real percentile of a real epoch.
+# Runs never bridge a hole (an epoch more than one after the previous band epoch starts a new
+# segment), so the epochs on both sides of every hole are kept and a chart can break there;
+# h holes leave max(1, buckets - h) runs, so max_points still holds while h < buckets.
 _BAND_DOWNSAMPLED = sql.SQL("""
-WITH band AS ({band}), numbered AS (
-    SELECT band.*, row_number() OVER (ORDER BY epoch) - 1 AS r, count(*) OVER () AS n FROM band
+WITH band AS ({band}), flagged AS (
+    SELECT band.*,
+           CASE WHEN epoch - lag(epoch) OVER (ORDER BY epoch) > 1 THEN 1 ELSE 0 END AS hole
+    FROM band
+), numbered AS (
+    SELECT flagged.*, row_number() OVER (ORDER BY epoch) - 1 AS r, count(*) OVER () AS n,
+           sum(hole) OVER (ORDER BY epoch) AS segment, sum(hole) OVER () AS holes
+    FROM flagged
 ), keyed AS (
     SELECT numbered.*,
-           CASE WHEN n <= %(max_points)s THEN r ELSE r * %(buckets)s / n END AS bucket
+           CASE WHEN n <= %(max_points)s THEN r
+                ELSE r * greatest(1, %(buckets)s - holes) / n END AS bucket
     FROM numbered
 ), marked AS (
     SELECT keyed.*,
@@ -105,7 +115,7 @@ WITH band AS ({band}), numbered AS (
            first_value(r) OVER (bucket_rows ORDER BY p05, epoch) AS low_r,
            first_value(r) OVER (bucket_rows ORDER BY p95 DESC, epoch) AS high_r
     FROM keyed
-    WINDOW bucket_rows AS (PARTITION BY bucket)
+    WINDOW bucket_rows AS (PARTITION BY segment, bucket)
 )
 SELECT epoch, operators, p05, p25, p50, p75, p95 FROM marked
 WHERE r IN (first_r, last_r, low_r, high_r)
@@ -166,13 +176,18 @@ def downsample_band_rows(rows: Sequence[tuple], max_points: int) -> list[tuple]:
     n = len(rows)
     if n <= max_points:
         return list(rows)
-    buckets = max_points // BAND_POINTS_PER_BUCKET
+    holes = sum(1 for i in range(1, n) if rows[i][0] - rows[i - 1][0] > 1)
+    buckets = max(1, max_points // BAND_POINTS_PER_BUCKET - holes)
     keep: set[int] = set()
     start = 0
     while start < n:
         bucket = start * buckets // n
         end = start
-        while end < n and end * buckets // n == bucket:
+        while (
+            end < n
+            and end * buckets // n == bucket
+            and (end == start or rows[end][0] - rows[end - 1][0] <= 1)
+        ):
             end += 1
         members = range(start, end)
         keep.update((start, end - 1))

@@ -108,24 +108,37 @@ def largest_operators(operators_frame: pl.DataFrame, count: int) -> tuple[int, .
 
 
 def add_yields(frame: pl.DataFrame, rate: yields.EpochRate) -> pl.DataFrame:
-    """yield_Nd / apy_Nd columns from the exact prices (None where history is too short)."""
+    """yield_Nd / apy_Nd / span_Nd columns from the exact prices.
+
+    span_Nd is the real span in days between the two prices: across a hole in the data the price
+    "at or before N days ago" can be much older. When the span is off the window by more than
+    yields.SPAN_TOLERANCE (20 %), yield and APY are None (n/a) instead of a mislabelled number;
+    within it they are shown with their real span. None also where history is too short.
+    """
     now = frame["share_price_perq"].to_list()
     latest = frame["latest_epoch"].to_list()
     columns = []
     for days in yields.WINDOWS_DAYS:
         then = frame[f"price_{days}d_perq"].to_list()
         then_epoch = frame[f"epoch_{days}d"].to_list()
-        y_values, apy_values = [], []
+        y_values, apy_values, spans = [], [], []
         for p_now, p_then, e_now, e_then in zip(now, then, latest, then_epoch, strict=True):
             if p_now is None or p_then is None:
                 y_values.append(None)
                 apy_values.append(None)
+                spans.append(None)
                 continue
             span_days = (e_now - e_then) / rate.epochs_per_day
+            spans.append(span_days)
+            if not yields.span_fits(span_days, days):
+                y_values.append(None)
+                apy_values.append(None)
+                continue
             y_values.append(yields.yield_float(p_now, p_then))
             apy_values.append(yields.apy(p_now, p_then, span_days))
         columns.append(pl.Series(f"yield_{days}d", y_values, dtype=pl.Float64))
         columns.append(pl.Series(f"apy_{days}d", apy_values, dtype=pl.Float64))
+        columns.append(pl.Series(f"span_{days}d", spans, dtype=pl.Float64))
     perq = float(PERQ)
     return frame.with_columns(
         (float_column("share_price_perq") / perq).alias("share_price"),

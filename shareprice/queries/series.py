@@ -76,15 +76,25 @@ _BY_OPERATOR = sql.SQL(" WINDOW by_operator AS (PARTITION BY p.operator_id ORDER
 # price, and the rows with the lowest and highest change per epoch (ties: the earliest epoch).
 # An operator with at most max_points rows keeps all of them (each row its own bucket). Nothing
 # is averaged or interpolated: every row returned is a real (operator, epoch) row.
+# A bucket never bridges a hole: `segment` counts the holes (a previous row more than one epoch
+# back) up to each row, and buckets are split by segment, so the last row before a hole and the
+# first row after it are both kept and a chart can break its line exactly there. Each hole can
+# add a bucket, so an operator with h holes gets max(1, buckets - h) equal runs: still at most
+# max_points rows while h < buckets, and 6 per segment beyond that (a hole is never hidden).
 _SERIES_DOWNSAMPLED = sql.SQL("""
 WITH numbered AS (
     SELECT rows.*,
-           row_number() OVER (PARTITION BY operator_id ORDER BY epoch) - 1 AS r,
-           count(*) OVER (PARTITION BY operator_id) AS n
+           row_number() OVER by_epoch - 1 AS r,
+           count(*) OVER by_operator AS n,
+           sum(CASE WHEN epoch - prev_epoch > 1 THEN 1 ELSE 0 END) OVER by_operator AS holes,
+           sum(CASE WHEN epoch - prev_epoch > 1 THEN 1 ELSE 0 END) OVER by_epoch AS segment
     FROM ({rows}) AS rows
+    WINDOW by_epoch AS (PARTITION BY operator_id ORDER BY epoch),
+           by_operator AS (PARTITION BY operator_id)
 ), keyed AS (
     SELECT numbered.*,
-           CASE WHEN n <= %(max_points)s THEN r ELSE r * %(buckets)s / n END AS bucket,
+           CASE WHEN n <= %(max_points)s THEN r
+                ELSE r * greatest(1, %(buckets)s - holes) / n END AS bucket,
            CASE WHEN prev_share_price_perq IS NOT NULL THEN
                div((share_price_perq - prev_share_price_perq) * {scale},
                    prev_share_price_perq * (epoch - prev_epoch))
@@ -99,7 +109,7 @@ WITH numbered AS (
            first_value(r) OVER (bucket_rows ORDER BY change_key NULLS LAST, epoch) AS drop_r,
            first_value(r) OVER (bucket_rows ORDER BY change_key DESC NULLS LAST, epoch) AS jump_r
     FROM keyed
-    WINDOW bucket_rows AS (PARTITION BY operator_id, bucket)
+    WINDOW bucket_rows AS (PARTITION BY operator_id, segment, bucket)
 )
 SELECT operator_id, epoch, share_price_perq, stake, shares, rewards, prev_epoch,
        prev_share_price_perq
@@ -182,21 +192,32 @@ def change_key(
     return quotient if (numerator >= 0) == (denominator > 0) else -quotient
 
 
+def _after_hole(row: tuple) -> bool:
+    return row[6] is not None and row[1] - row[6] > 1
+
+
 def downsample_rows(rows: Sequence[tuple], max_points: int) -> list[tuple]:
     """The SQL downsampling, in Python, for one operator's rows (sorted by epoch).
 
     Row layout: (operator_id, epoch, price, stake, shares, rewards, prev_epoch, prev_price).
+    A bucket ends early where a hole starts (a row whose previous row is more than one epoch
+    back), as the SQL splits buckets by segment.
     """
     n = len(rows)
     if n <= max_points:
         return list(rows)
-    buckets = buckets_for(max_points)
+    holes = sum(1 for row in rows if _after_hole(row))
+    buckets = max(1, buckets_for(max_points) - holes)
     keep: set[int] = set()
     start = 0
     while start < n:
         bucket = start * buckets // n
         end = start
-        while end < n and end * buckets // n == bucket:
+        while (
+            end < n
+            and end * buckets // n == bucket
+            and (end == start or not _after_hole(rows[end]))
+        ):
             end += 1
         members = range(start, end)
         keys = {r: change_key(rows[r][2], rows[r][7], rows[r][1], rows[r][6]) for r in members}

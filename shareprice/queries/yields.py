@@ -32,6 +32,9 @@ NOMINAL_EPOCHS_PER_DAY = 120.0
 CONSENSUS_BLOCKS_PER_DAY = 86_400 // 6
 #: The yield windows the product shows, in days.
 WINDOWS_DAYS = (1, 7, 30)
+#: A yield whose real span (the two prices' epochs apart) is off its window by more than this
+#: share is not shown (n/a): across a hole a "1d" yield could otherwise span three days.
+SPAN_TOLERANCE = 0.2
 
 RateSource = Literal["end_blocks", "timestamps", "nominal"]
 
@@ -63,6 +66,11 @@ def rate_from_timestamps(first: tuple[int, float], last: tuple[int, float]) -> f
     if not NOMINAL_EPOCHS_PER_DAY / 10 <= rate <= NOMINAL_EPOCHS_PER_DAY * 10:
         return None
     return rate
+
+
+def span_fits(span_days: float, window_days: float) -> bool:
+    """Whether a yield over `span_days` may be shown as the `window_days` yield."""
+    return abs(span_days - window_days) <= SPAN_TOLERANCE * window_days
 
 
 def choose_rate(end_block_rate: float | None, timestamp_rate: float | None) -> EpochRate:
