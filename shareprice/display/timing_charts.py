@@ -11,7 +11,14 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from shareprice.timings import CACHE_STATES, VARIANTS, DetailedShape
+from shareprice.timings import CACHE_STATES, VARIANTS, DetailedShape, PathTiming
+
+
+def _spread(timing: PathTiming) -> tuple[float, float, float]:
+    """(median, max - median, median - min) of a timing that has runs."""
+    median, low, high = timing.median_ms, timing.min_ms, timing.max_ms
+    assert median is not None and low is not None and high is not None
+    return median, high - median, median - low
 
 
 def timings_figure(results: Iterable[DetailedShape]) -> go.Figure:
@@ -22,20 +29,23 @@ def timings_figure(results: Iterable[DetailedShape]) -> go.Figure:
     colors = {"v1": "#d64545", "v2": "#2e7dd6", "floor": "#7a8594"}
     for variant in VARIANTS:
         for cache in CACHE_STATES:
-            cells = [(s.name, s.timing(variant, cache)) for s in results]
-            cells = [(name, t) for name, t in cells if t is not None and t.runs_ms]
+            cells = [
+                (s.name, _spread(t))
+                for s in results
+                if (t := s.timing(variant, cache)) is not None and t.runs_ms
+            ]
             if not cells:
                 continue
             fig.add_trace(
                 go.Bar(
                     name=f"{variant} {cache}",
                     x=[name for name, _ in cells],
-                    y=[t.median_ms for _, t in cells],
+                    y=[median for _, (median, _, _) in cells],
                     error_y={
                         "type": "data",
                         "symmetric": False,
-                        "array": [t.max_ms - t.median_ms for _, t in cells],
-                        "arrayminus": [t.median_ms - t.min_ms for _, t in cells],
+                        "array": [up for _, (_, up, _) in cells],
+                        "arrayminus": [down for _, (_, _, down) in cells],
                     },
                     marker_color=colors[variant],
                     marker_pattern_shape="/" if cache == "cold" else "",

@@ -8,6 +8,9 @@ check the benchmarks and tests use.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import polars as pl
 
 from shareprice.chain.records import PERQ
@@ -15,7 +18,7 @@ from shareprice.chain.records import PERQ
 
 def frame_from_rows(rows: list[tuple], schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """A frame of `schema` from row tuples (Python ints stay exact in Int128 columns)."""
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    columns: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
     return pl.DataFrame(
         [
             pl.Series(name, list(values), dtype=dtype)

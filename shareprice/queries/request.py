@@ -86,7 +86,7 @@ class Plan:
     """The SQL a v2 query runs, so a benchmark can fetch the very same rows another way."""
 
     name: str
-    query: sql.Composable
+    query: sql.SQL | sql.Composed
     params: dict[str, Any]
 
 

@@ -22,6 +22,7 @@ benchmark, `runs.run_detailed` records the detailed one, the timings page shows 
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -365,7 +366,7 @@ def measure_shape_detailed(
                     check_deadline()
                     if cache == "cold":
                         paths.make_cold()
-                    ms, value = _timed(lambda v=variant: paths.run(v))
+                    ms, value = _timed(functools.partial(paths.run, variant))
                     if variant == "floor":
                         ms, result.rows = value  # the fetch alone, not connecting
                     else:
@@ -386,7 +387,7 @@ def measure_shape_detailed(
                         )
             if memory:
                 check_deadline()
-                peak = _peak_python_bytes(lambda v=variant: paths.run(v))
+                peak = _peak_python_bytes(functools.partial(paths.run, variant))
                 for t in mine:
                     t.peak_bytes = peak
             if variant == "floor" and paths.plan is not None:

@@ -11,12 +11,16 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 VARIANTS = ("v1", "v2", "floor")
 CACHE_STATES = ("cold", "warm")
 
 
+@overload
+def round_ms(value: float) -> float: ...
+@overload
+def round_ms(value: None) -> None: ...
 def round_ms(value: float | None) -> float | None:
     """Milliseconds (and ratios) to three decimals, as every result stores them."""
     return None if value is None else round(value, 3)
