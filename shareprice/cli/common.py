@@ -28,11 +28,11 @@ DEBUG_VAR = "SHAREPRICE_DEBUG"
 
 
 def engine_for(url: str | None) -> Engine:
-    try:
-        engine = db.get_engine(url)
-        db.check_available(engine)
-    except db.DatabaseUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    """The engine for `url` (or the configured or embedded database), checked reachable: a dead
+    server is one masked DatabaseUnavailable line (through friendly_errors), not a traceback
+    deep in the first query."""
+    engine = db.get_engine(url)
+    db.check_available(engine)
     return engine
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from shareprice.errors import ShareError
 from shareprice.queries.connection import scalar_row
 
 #: Downsampling keeps, per bucket, the first and last point, the min and max price, and the
@@ -28,7 +29,7 @@ MIN_MAX_POINTS = POINTS_PER_BUCKET
 DEFAULT_MAX_POINTS = 1200
 
 
-class RequestError(ValueError):
+class RequestError(ShareError, ValueError):
     """A request that cannot be answered as asked (bad range, too few points)."""
 
 

@@ -34,6 +34,7 @@ import psycopg
 from sqlalchemy.engine import Engine
 
 from shareprice import queries
+from shareprice.errors import ShareError
 from shareprice.store import db
 from shareprice.timings.results import CACHE_STATES, DetailedShape, PathTiming, round_ms
 from shareprice.timings.shape_catalog import SHAPE_NAMES, Shape, request_dict, shapes
@@ -200,7 +201,7 @@ def run_benchmark(
 # --- detailed measurement for the timings page: cold/warm, memory, bytes, plans ----------------
 
 
-class TimeLimitReached(RuntimeError):
+class TimeLimitReached(ShareError, RuntimeError):
     """The wall-clock limit of a detailed run passed; the results so far are kept."""
 
 
