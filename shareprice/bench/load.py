@@ -9,9 +9,12 @@ itself (`streamlit.proto`), so each session here is that websocket and nothing e
 3. read ForwardMsgs until `script_finished`: the deltas carry every element the page drew,
    among them the range presets' button group (its widget id and option labels) and the
    explorer's own caption "Server time N ms";
-4. "click" a preset: a `rerun_script` whose `ClientState.widget_states` carries the preset
-   widget's new value (a string array of the option's label, as the frontend serializes a
-   segmented control), and wait for `script_finished` again.
+4. "click" a preset: a `rerun_script` whose `ClientState.widget_states` carries every widget's
+   value, as the frontend's widget manager holds them (the server's value when a delta sets
+   one, else the one held, else the default), with the preset's new value (a string array of
+   the option's label, as the frontend serializes a segmented control); then wait for
+   `script_finished` again. A widget left out of the state loses its session state, and the
+   page would fall back to the link's state.
 
 Per rerun the server time is the page's own caption (script start to its last element);
 the client latency (send to `script_finished`) is reported beside it. An exception element, an
@@ -35,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -45,6 +49,9 @@ PRESETS = ["50", "100", "200", "1000", "All"]
 #: The explorer's range presets: the segmented control keyed "ex_preset".
 PRESET_KEY = "ex_preset"
 PRESET_LABEL = "Range (epochs)"
+#: Element types whose value the client keeps and sends back (the explorer's widgets; buttons
+#: and download buttons are triggers, true only in the run they fire).
+WIDGETS_WITH_STATE = ("button_group", "multiselect", "slider", "checkbox")
 
 
 @dataclass
@@ -94,25 +101,66 @@ class ProtocolSession:
         self.timeout_s = timeout_s
         self.page_script_hash = ""
         self.query_string = ""
+        #: What the frontend's widget manager holds: every widget's current value, by id. The
+        #: frontend sends all of them with each rerun; a widget left out loses its session state.
+        self.widgets: dict[str, Any] = {}
 
-    async def rerun(self, widgets: list | None = None) -> RunSeen:
+    async def rerun(self, changes: list | None = None) -> RunSeen:
+        """Send a rerun with every known widget's value, `changes` applied; read the run."""
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ClientState_pb2 import ClientState
         from streamlit.proto.WidgetStates_pb2 import WidgetStates
 
+        for change in changes or []:
+            self.widgets[change.id] = change
         state = ClientState(
             query_string=self.query_string,
             page_script_hash=self.page_script_hash,
-            widget_states=WidgetStates(widgets=widgets or []),
+            widget_states=WidgetStates(widgets=list(self.widgets.values())),
         )
         await self.ws.send(BackMsg(rerun_script=state).SerializeToString())
         return await self._read_run()
+
+    def _remember(self, which: str, element, drawn: dict[str, Any]) -> None:
+        """Keep a widget's value as the frontend does: the server's when it sets one, else the
+        value already held, else the widget's default."""
+        from streamlit.proto.Common_pb2 import DoubleArray, StringArray
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        widget = getattr(element, which)
+        held = self.widgets.get(widget.id)
+        if which in ("button_group", "multiselect"):
+            if widget.set_value:
+                values = list(widget.raw_values)
+            elif held is not None:
+                values = list(held.string_array_value.data)
+            elif which == "button_group":
+                values = [widget.options[i].content for i in widget.default]
+            else:
+                values = [widget.options[i] for i in widget.default]
+            state = WidgetState(id=widget.id, string_array_value=StringArray(data=values))
+        elif which == "slider":
+            if widget.set_value or held is None:
+                numbers = list(widget.value) if widget.set_value else list(widget.default)
+            else:
+                numbers = list(held.double_array_value.data)
+            state = WidgetState(id=widget.id, double_array_value=DoubleArray(data=numbers))
+        elif which == "checkbox":
+            if widget.set_value or held is None:
+                flag = widget.value if widget.set_value else widget.default
+            else:
+                flag = held.bool_value
+            state = WidgetState(id=widget.id, bool_value=flag)
+        else:
+            return
+        drawn[widget.id] = state
 
     async def _read_run(self) -> RunSeen:
         from streamlit.proto.Alert_pb2 import Alert
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
         seen = RunSeen()
+        drawn: dict[str, Any] = {}
         deadline = time.monotonic() + self.timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -145,6 +193,8 @@ class ProtocolSession:
                     group = element.button_group
                     if group.id.endswith(f"-{PRESET_KEY}") or group.label == PRESET_LABEL:
                         seen.preset = PresetWidget(group.id, [o.content for o in group.options])
+                if which in WIDGETS_WITH_STATE:
+                    self._remember(which, element, drawn)
             elif kind == "script_finished":
                 status = msg.script_finished
                 if status == ForwardMsg.ScriptFinishedStatus.FINISHED_EARLY_FOR_RERUN:
@@ -153,7 +203,31 @@ class ProtocolSession:
                     raise RunFailed("the page failed to compile")
                 if seen.server_ms is None:
                     raise RunFailed("the run finished without the explorer's 'Server time'")
+                self.widgets = drawn  # widgets not drawn in this run are gone from the page
                 return seen
+
+
+WINDOW = re.compile(r"epochs ([\d,]+)–([\d,]+)")
+
+
+def shown_window(seen: RunSeen) -> tuple[int, int] | None:
+    """The epoch range the explorer says it drew ("epochs 3,684–3,733" in its caption)."""
+    for caption in seen.captions:
+        match = WINDOW.search(caption)
+        if match:
+            return int(match[1].replace(",", "")), int(match[2].replace(",", ""))
+    return None
+
+
+def check_window(seen: RunSeen, label: str) -> None:
+    """A click on preset N must draw the last N epochs (fewer only when the data starts later)."""
+    window = shown_window(seen)
+    if window is None:
+        raise RunFailed("the explorer did not say which epochs it drew")
+    if label.isdigit():
+        lo, hi = window
+        if hi - lo + 1 != int(label) and not (lo == 0 and hi - lo + 1 < int(label)):
+            raise RunFailed(f"clicked {label} but the explorer drew epochs {lo}-{hi}")
 
 
 def preset_state(widget: PresetWidget, label: str):
@@ -189,6 +263,7 @@ async def _ws_session(
                 seen = await session.rerun([preset_state(preset, label)])
                 result.rerun_client_ms.append(1000 * (time.perf_counter() - clicked))
                 assert seen.server_ms is not None
+                check_window(seen, label)
                 result.rerun_server_ms.append(seen.server_ms)
                 preset = seen.preset or preset
             return result
