@@ -6,6 +6,7 @@ import streamlit as st
 
 from shareprice import queries, ui
 from shareprice.backfill import status
+from shareprice.display import progress_view
 
 REFRESH_SECONDS = 2
 
@@ -91,19 +92,19 @@ def show_progress() -> None:
         + status.format_ranges(summary.missing_ranges)
     )
     if summary.coverage:
-        st.plotly_chart(status.coverage_figure(summary), width="stretch")
+        st.plotly_chart(progress_view.coverage_figure(summary), width="stretch")
 
     st.subheader("Rows per table")
-    st.dataframe(status.tables_table(summary.tables), hide_index=True)
+    st.dataframe(progress_view.tables_table(summary.tables), hide_index=True)
 
     st.subheader("Failed epochs")
     if summary.failures:
-        st.dataframe(status.failures_table(summary.failures), hide_index=True)
+        st.dataframe(progress_view.failures_table(summary.failures), hide_index=True)
     else:
         st.write("None: every epoch a run tried was normalized.")
 
     st.subheader("Runs")
-    st.dataframe(status.runs_table(summary.past_runs), hide_index=True)
+    st.dataframe(progress_view.runs_table(summary.past_runs), hide_index=True)
 
     for note in summary.notes:
         st.caption(f"Note: {note}.")
