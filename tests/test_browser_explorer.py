@@ -126,3 +126,47 @@ def test_explorer_selection_range_and_shared_url(explorer_url):
             browser.close()
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
+
+
+def test_live_mode_draws_a_new_epoch_within_5_s_without_a_reload(db_url, tmp_path):
+    """An epoch imported and backfilled while the page is open is drawn within 5 s: the live
+    fragment polls the data version every 2 s and reruns the page in place (no reload)."""
+    import time
+
+    from helpers.backfill import insert_documents, run_cli
+    from playwright.sync_api import expect, sync_playwright
+
+    from shareprice.ingest import generator
+
+    docs = list(generator.iter_documents("small", seed=7, epochs=31))
+    insert_documents(db_url, [(d.epoch, d.data.decode()) for d in docs[:30]])
+    run_cli(db_url, "backfill", "--workers", "1", "-q")
+    first, last, new = docs[0].epoch, docs[29].epoch, docs[30].epoch
+    url = db_url.render_as_string(hide_password=False)
+    with (
+        streamlit_server(url, tmp_path / "streamlit.log") as server,
+        tempfile.TemporaryDirectory(prefix="chromium-") as profile,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/", wait_until="domcontentloaded", timeout=60_000)
+            _settle(page)
+            _wait_caption(page, f"epochs {first:,}–{last:,}")
+            expect(page.get_by_text("🟢 live")).to_be_visible(timeout=30_000)
+            page.evaluate("() => { window.__same_document = true; }")
+
+            insert_documents(db_url, [(docs[30].epoch, docs[30].data.decode())])
+            run_cli(db_url, "backfill", "--workers", "1", "-q")
+            backfilled = time.monotonic()
+            _wait_caption(page, f"epochs {first:,}–{new:,}")
+            elapsed = time.monotonic() - backfilled
+            assert elapsed < 5.0, f"new epoch drawn after {elapsed:.1f} s"
+            assert page.evaluate("() => window.__same_document === true")  # no reload
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
+    print(f"live: new epoch drawn {elapsed:.2f} s after its backfill finished")

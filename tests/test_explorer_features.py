@@ -291,3 +291,24 @@ def test_wide_csv_equals_the_tables(holed):
                 expected.append("" if value is None else str(int(value[kind])))
         assert cells == expected, line
     assert explorer_state.wide_csv_name(170) == "epochs_raw_e170.csv"
+
+
+def test_band_polygons_close_per_run_of_epochs(holed):
+    band = queries.band_v2(holed, queries.SeriesRequest())
+    holes = queries.epoch_holes(holed, 0, 170)
+    assert holes == ((99, 150),)
+    empty = queries.finish_series(queries.empty_series())
+    figure = charts.explorer_figure(empty, {}, band=band, holes=holes)
+    (outer,) = [t for t in figure.data if t.name == "All operators p5–p95"]
+    x, y = np.asarray(outer.x, dtype=float), np.asarray(outer.y, dtype=float)
+    runs = np.split(np.arange(len(y)), np.flatnonzero(np.isnan(y)))
+    runs = [r[~np.isnan(y[r])] for r in runs]
+    assert len(runs) == 2  # one polygon before the hole, one after
+    for run, (lo, hi) in zip(runs, ((0, 99), (150, 170)), strict=True):
+        part = band.filter(pl.col("epoch").is_between(lo, hi))
+        n = part.height
+        assert list(x[run][:n]) == part["epoch"].to_list()  # along the top ...
+        assert list(y[run][:n]) == part["p95_price"].to_list()
+        assert (
+            list(y[run][n:]) == part["p05_price"].to_list()[::-1]
+        )  # ... and back along the bottom

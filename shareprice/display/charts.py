@@ -396,6 +396,27 @@ def _band_gaps(
     return with_gaps(epochs, columns, hole_positions(epochs, holes))
 
 
+def _polygons(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Outline of the area between low and high: per run between NaN gaps, along the top and
+    back along the bottom, runs separated by one NaN."""
+    breaks = np.flatnonzero(np.isnan(high))  # the points with_gaps inserted
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    start = 0
+    for end in [*breaks.tolist(), len(x)]:
+        if end > start:
+            if xs:
+                xs.append(np.array([np.nan]))
+                ys.append(np.array([np.nan]))
+            run = slice(start, end)
+            xs += [x[run], x[run][::-1]]
+            ys += [high[run], low[run][::-1]]
+        start = end + 1
+    if not xs:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def _add_band(
     fig: go.Figure, band: pl.DataFrame, holes: Sequence[tuple[int, int]]
 ) -> list[np.ndarray]:
@@ -408,10 +429,11 @@ def _add_band(
     for low, high, alpha, name in pairs:
         # One closed polygon per run of epochs (along the top, back along the bottom; a NaN
         # separates runs and "toself" closes each one): one trace per band, not two "tonexty".
+        polygon_x, polygon_y = _polygons(x, low, high)
         fig.add_trace(
             go.Scatter(
-                x=np.concatenate([x, [np.nan], x[::-1]]),
-                y=np.concatenate([high, [np.nan], low[::-1]]),
+                x=polygon_x,
+                y=polygon_y,
                 mode="lines",
                 line={"width": 0},
                 fill="toself",
