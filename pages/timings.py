@@ -153,7 +153,7 @@ with ui.database_guard():
                 st.success(f"`{shape.name}`: v1 and v2 returned equal results.", icon="🟰")
             elif shape.equal is False:
                 st.error(f"`{shape.name}`: v1 and v2 returned DIFFERENT results.", icon="≠")
-        st.dataframe(timings.detailed_table(shapes), hide_index=True)
+        st.dataframe(timing_charts.detailed_table(shapes), hide_index=True)
         if cold_method:
             st.caption(f"Cold runs: {cold_method}.")
         st.caption(

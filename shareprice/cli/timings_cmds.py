@@ -80,6 +80,7 @@ def timings_cmd(
     `shareprice bench queries` is the quick benchmark; this is its detailed, recorded form.
     """
     from shareprice import timings
+    from shareprice.display import timing_charts
 
     unknown = [n for n in shape_names if n not in timings.SHAPE_NAMES]
     if unknown:
@@ -133,7 +134,7 @@ def timings_cmd(
         f"{'rows':>9} {'bytes':>12} {'py peak MB':>10} {'v1/v2':>7} equal"
     )
     click.echo(header)
-    for row in timings.detailed_table(run.shapes):
+    for row in timing_charts.detailed_table(run.shapes):
 
         def cell(value, fmt):
             return format(value, fmt) if value is not None else "-"

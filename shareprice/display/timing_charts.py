@@ -87,3 +87,27 @@ def history_figure(rows: list[dict[str, Any]]) -> go.Figure:
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
     )
     return fig
+
+
+def detailed_table(results: Iterable[DetailedShape]) -> list[dict[str, Any]]:
+    """One row per shape, path and cache state, for the page and the CLI."""
+    out = []
+    for shape in results:
+        for t in shape.timings:
+            out.append(
+                {
+                    "shape": shape.name,
+                    "path": t.variant,
+                    "cache": t.cache,
+                    "median ms": t.median_ms,
+                    "min ms": t.min_ms,
+                    "max ms": t.max_ms,
+                    "runs": len(t.runs_ms),
+                    "rows": t.rows,
+                    "bytes": t.bytes,
+                    "python peak MB": round(t.peak_bytes / 2**20, 2) if t.peak_bytes else None,
+                    "v1/v2": shape.ratio(t.cache) if t.variant == "v1" else None,
+                    "equal": t.equal,
+                }
+            )
+    return out

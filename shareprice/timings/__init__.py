@@ -43,7 +43,6 @@ from shareprice.timings.results import (
     DetailedRun,
     DetailedShape,
     PathTiming,
-    detailed_table,
     shapes_from_dicts,
 )
 from shareprice.timings.runs import (
@@ -82,7 +81,6 @@ __all__ = [
     "custom_request",
     "custom_shape",
     "database_profile",
-    "detailed_table",
     "event_line",
     "explain_v1",
     "explain_v2",

@@ -3,7 +3,7 @@
 One set of classes for every place a result lives: measured in this process (`measure`), stored
 in and loaded from timing_results (`runs`), carried as JSON lines from a job's child process to
 the page (`to_dict` and `shapes_from_dicts` are each other's inverse), and printed as one table
-row per shape, path and cache state (`detailed_table`, for the page and the CLI).
+row per shape, path and cache state (display.timing_charts.detailed_table, for the page and the CLI).
 """
 
 from __future__ import annotations
@@ -154,28 +154,4 @@ def shapes_from_dicts(items: Iterable[dict[str, Any]]) -> list[DetailedShape]:
                 dict(item.get("plans") or {}),
             )
         )
-    return out
-
-
-def detailed_table(results: Iterable[DetailedShape]) -> list[dict[str, Any]]:
-    """One row per shape, path and cache state, for the page and the CLI."""
-    out = []
-    for shape in results:
-        for t in shape.timings:
-            out.append(
-                {
-                    "shape": shape.name,
-                    "path": t.variant,
-                    "cache": t.cache,
-                    "median ms": t.median_ms,
-                    "min ms": t.min_ms,
-                    "max ms": t.max_ms,
-                    "runs": len(t.runs_ms),
-                    "rows": t.rows,
-                    "bytes": t.bytes,
-                    "python peak MB": round(t.peak_bytes / 2**20, 2) if t.peak_bytes else None,
-                    "v1/v2": shape.ratio(t.cache) if t.variant == "v1" else None,
-                    "equal": t.equal,
-                }
-            )
     return out
