@@ -51,7 +51,7 @@ def _admin_url(url: URL) -> URL:
 
 
 def _admin(url: URL) -> psycopg.Connection:
-    return psycopg.connect(db.libpq_url(_admin_url(url)), autocommit=True)
+    return db.connect(_admin_url(url), autocommit=True)
 
 
 def _drop(url: URL, name: str) -> None:
@@ -152,7 +152,7 @@ class _PeakRss:
         conn = None
         if self.url is not None:
             try:
-                conn = psycopg.connect(db.libpq_url(self.url), autocommit=True)
+                conn = db.connect(self.url, autocommit=True)
             except psycopg.Error:
                 conn = None
         tick = 0
@@ -206,7 +206,7 @@ def copy_floor(url: URL, echo: Echo) -> tuple[float, int, float, float]:
     conninfo = db.libpq_url(url)
     seconds = client_cpu = server_cpu = 0.0
     rows = 0
-    with psycopg.connect(conninfo) as conn, tempfile.TemporaryDirectory() as tmp:
+    with db.connect(conninfo) as conn, tempfile.TemporaryDirectory() as tmp:
         backend = db.one(conn.execute("SELECT pg_backend_pid()"))[0]
         conn.commit()
         for table in OUTPUT_TABLES:
@@ -265,7 +265,7 @@ def run(
     try:
         engine = db.get_engine(target)
         _migrate_clone(engine, echo)
-        with psycopg.connect(db.libpq_url(target), autocommit=True) as conn:
+        with db.connect(target, autocommit=True) as conn:
             conn.execute(_RESET)
             epochs = db.one(conn.execute("SELECT count(*) FROM epochs"))[0]
             conn.execute("CHECKPOINT")  # the clone's dirty pages are not the backfill's cost
@@ -277,7 +277,7 @@ def run(
         echo(
             f"  {summary.epochs_done:,} epochs ({summary.epochs_failed} failed) in {backfill_s:.1f}s"
         )
-        with psycopg.connect(db.libpq_url(target), autocommit=True) as conn:
+        with db.connect(target, autocommit=True) as conn:
             conn.execute("CHECKPOINT")
         echo("COPY floor of the same rows ...")
         floor_s, rows, floor_client_cpu, floor_server_cpu = copy_floor(target, echo)
@@ -346,7 +346,7 @@ def follow_latency(
             "INSERT INTO epochs (epoch, end_block, end_hash, indexed_at, data) "
             "VALUES (%s, %s, %s, %s, %s::jsonb)"
         )
-        with psycopg.connect(conninfo, autocommit=True) as conn:
+        with db.connect(conninfo, autocommit=True) as conn:
             for doc in docs[:base_epochs]:
                 conn.execute(
                     insert,

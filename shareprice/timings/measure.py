@@ -116,7 +116,7 @@ def measure_shape(
     v2(engine, shape.request)  # warm-up: caches, pool, plan; not counted
     plan = floor_plan(engine, shape)
     own_conn = floor_conn is None
-    conn = floor_conn or psycopg.connect(db.libpq_url(engine), autocommit=True)
+    conn = floor_conn or db.connect(engine, autocommit=True)
     try:
         if plan and shape.kind == "band":
             conn.execute("SET work_mem = '256MB'")  # what band_v2 sets for itself
@@ -259,7 +259,7 @@ def _plan_bytes(engine: Engine, plan: queries.Plan) -> int:
     statement = sql.SQL("SELECT coalesce(sum(octet_length(t::text)), 0) FROM ({}) AS t").format(
         plan.query
     )
-    with psycopg.connect(db.libpq_url(engine), autocommit=True) as conn:
+    with db.connect(engine, autocommit=True) as conn:
         conn.execute("SET work_mem = '256MB'")
         row = conn.execute(statement, plan.params).fetchone()
     return int(row[0]) if row else 0
@@ -272,7 +272,7 @@ def explain_v2(engine: Engine, shape: Shape) -> str:
     plan = floor_plan(engine, shape)
     if plan is None:
         return "(empty window: no SQL runs)"
-    with psycopg.connect(db.libpq_url(engine), autocommit=True) as conn:
+    with db.connect(engine, autocommit=True) as conn:
         if shape.kind == "band":
             conn.execute("SET work_mem = '256MB'")
         rows = conn.execute(
@@ -313,7 +313,7 @@ class _Paths:
         if variant == "v2":
             return _v2(self.shape)(self.engine, self.shape.request)
         if self._floor is None:
-            self._floor = psycopg.connect(db.libpq_url(self.engine), autocommit=True)
+            self._floor = db.connect(self.engine, autocommit=True)
             if self.plan is not None and self.shape.kind == "band":
                 self._floor.execute("SET work_mem = '256MB'")
         return measure_floor(self._floor, self.plan)
