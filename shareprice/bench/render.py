@@ -1,86 +1,92 @@
-"""Render benchmark: the explorer's first view vs a bare Streamlit page with one plotly chart.
+"""Render benchmark: the explorer's first view against a bare Streamlit page with one plotly chart.
 
-    .venv/bin/python bench/explorer_render.py --url URL [--runs 5] [--json]
+    shareprice bench render --url demo=URL --url seed=URL [--runs 5] [--json]
 
-Starts two Streamlit servers (the dashboard against URL, and shareprice/bench/bare_plotly_page.py), then
-in headless system Chromium, for each run, opens each page in a fresh browser context and
-measures the time from navigation to "the app's run is finished and the chart's traces are in
+One run measures every database given (demo data, seed scale) side by side with the bare page
+(`bare_plotly_page.py`, 4 lines x 3,700 points: what the old dashboard drew), interleaved, so
+machine noise hits all alike. In headless system Chromium, each view opens in a fresh browser
+context and is timed from navigation to "the app's run finished and the chart's traces are in
 the DOM". Also: bytes the first view receives over Streamlit's websocket (the app's data; the
 static JS bundle is the same for every Streamlit app and cached), HTTP bytes, and the server
-time of a rerun after a widget change (the page prints its own server time). Medians; both
-pages are measured in the same run, interleaved, so machine noise hits both alike.
+time of widget reruns (presets and mode switches; the page prints its own server time in its
+last caption), as median and p95. The ratio explorer / bare is the number the issue sets a goal
+for (1.5x).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
+import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-from shareprice.bench.streamlit_server import CHROMIUM, CHROMIUM_ARGS
+from shareprice.bench.streamlit_server import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    RunningServer,
+    free_port,
+    streamlit_server,
+    wait_healthy,
+)
 
-ROOT = Path(__file__).resolve().parents[2]  # the checkout: dashboard.py and pages/ live there
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+BARE_PAGE = Path(__file__).with_name("bare_plotly_page.py")
+#: The widget reruns measured after each first view: range presets and mode switches.
+RERUNS: tuple[tuple[str, str], ...] = (
+    ("preset", "200"),
+    ("mode", "Change per epoch (bps)"),
+    ("preset", "1000"),
+    ("mode", "Absolute"),
+    ("preset", "All"),
+)
 
 
 @contextlib.contextmanager
-def streamlit_server(script: Path, env: dict[str, str]):
+def bare_server(log_path: Path) -> Iterator[RunningServer]:
+    """The bare plotly page on a free port (no database)."""
     port = free_port()
-    log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "streamlit", "run", str(script),
+            sys.executable, "-m", "streamlit", "run", str(BARE_PAGE),
             "--server.port", str(port), "--server.headless", "true",
             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
         ],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    server = RunningServer(process, port, log_path)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start; see {log.name}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health") as r:
-                    if r.status == 200:
-                        break
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}"
+        wait_healthy(server)
+        yield server
     finally:
         process.terminate()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        log.close()
 
 
-def measure_view(browser, url: str, min_traces: int, done_text: str) -> dict:
+def measure_view(browser: Any, url: str, min_traces: int, done_text: str) -> dict:
     """Open url in a fresh context; time until the run finished and the chart is drawn."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     received = {"ws": 0, "http": 0}
 
-    def on_ws(ws):
+    def on_ws(ws: Any) -> None:
         ws.on(
             "framereceived",
             lambda payload: received.__setitem__("ws", received["ws"] + len(payload)),
         )
 
-    def on_response(response):
+    def on_response(response: Any) -> None:
         with contextlib.suppress(Exception):
             received["http"] += int(response.headers.get("content-length") or 0)
 
@@ -90,7 +96,8 @@ def measure_view(browser, url: str, min_traces: int, done_text: str) -> dict:
     page.goto(url, wait_until="domcontentloaded", timeout=120_000)
     page.wait_for_function(
         """([n, text]) => document.querySelectorAll('.js-plotly-plot .scatterlayer .trace, '
-              + '.js-plotly-plot .gl-container canvas').length >= n
+              + '.js-plotly-plot .barlayer .trace, .js-plotly-plot .gl-container canvas')
+              .length >= n
             && !document.querySelector('[data-testid="stStatusWidget"]')
             && [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
                  .some(e => e.innerText.includes(text))""",
@@ -102,106 +109,108 @@ def measure_view(browser, url: str, min_traces: int, done_text: str) -> dict:
     return {"ms": elapsed, "page": page, "context": context, **received}
 
 
-def server_ms(page) -> float:
+def server_ms(page: Any) -> float:
     text = page.locator('[data-testid="stCaptionContainer"]', has_text="Server time").inner_text()
     return float(text.split("Server time")[1].split("ms")[0].strip().replace(",", ""))
 
 
-def rerun_after_preset(page, preset: str) -> dict:
-    """Click a range preset; time until the new view is drawn; the page's own server time."""
+def rerun(page: Any, kind: str, label: str) -> dict:
+    """Click a range preset or a mode; time until the new view is drawn; the page's own server
+    time (its caption changes with every run: the server time differs)."""
+    before = page.locator('[data-testid="stCaptionContainer"]', has_text="Server time").inner_text()
     started = time.perf_counter()
+    # presets and modes are both segmented controls (radio buttons); their labels are unique
     page.locator('[data-testid="stButtonGroup"]').get_by_role(
-        "radio", name=preset, exact=True
+        "radio", name=label, exact=True
     ).click()
     page.wait_for_function(
-        "(p) => location.search.includes('range=' + p)"
-        " && !document.querySelector('[data-testid=\"stStatusWidget\"]')",
-        arg=preset,
+        """(before) => !document.querySelector('[data-testid="stStatusWidget"]')
+            && [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+                 .some(e => e.innerText.includes('Server time') && e.innerText !== before)""",
+        arg=before,
         timeout=60_000,
+        polling=20,
     )
-    page.wait_for_timeout(50)
     return {"ms": (time.perf_counter() - started) * 1000, "server_ms": server_ms(page)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True, help="database URL (seed-scale, backfilled)")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--screenshot", default=None, help="save the explorer's first view here")
-    parser.add_argument("--page", default=str(ROOT / "dashboard.py"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
+
+def run(
+    databases: Mapping[str, str], runs: int = 5, screenshot_dir: Path | None = None
+) -> dict[str, Any]:
+    """Measure each database's explorer (label -> URL) against the bare page, interleaved."""
     from playwright.sync_api import sync_playwright
 
-    env = dict(os.environ, SHAREPRICE_DATABASE_URL=args.url)
-    env.pop("SHAREPRICE_READONLY_URL", None)
-    results: dict[str, list] = {
-        k: []
-        for k in (
-            "explorer",
-            "bare",
-            "bare_gl",
-            "ws",
-            "http",
-            "bare_ws",
-            "bare_http",
-            "rerun",
-            "rerun_server",
-        )  # fmt: skip
+    logs = Path(tempfile.mkdtemp(prefix="shareprice-render-"))
+    bare: dict[str, list[float]] = {"ms": [], "ws": [], "http": []}
+    per_db: dict[str, dict[str, Any]] = {
+        label: {"ms": [], "ws": [], "http": [], "rerun_ms": [], "rerun_server_ms": [], "cold": None}
+        for label in databases
     }
-    cold = None
-    with (
-        streamlit_server(Path(args.page), env) as dashboard,
-        streamlit_server(Path(__file__).with_name("bare_plotly_page.py"), env) as bare,
-        sync_playwright() as p,
-    ):
+    with contextlib.ExitStack() as stack:
+        servers = {
+            label: stack.enter_context(streamlit_server(url, logs / f"{label}.log"))
+            for label, url in databases.items()
+        }
+        bare_page = stack.enter_context(bare_server(logs / "bare.log"))
+        p = stack.enter_context(sync_playwright())
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
         )
-        try:
-            for run in range(args.runs + 1):  # the first explorer view is cold (empty cache)
-                view = measure_view(browser, dashboard + "/", 8, "Server time")
-                if run == 0:
-                    cold = {"ms": view["ms"], "server_ms": server_ms(view["page"])}
-                    if args.screenshot:
-                        view["page"].screenshot(path=args.screenshot)
+        stack.callback(browser.close)
+        for index in range(runs + 1):  # each explorer's first view is cold (empty cache)
+            for label, server in servers.items():
+                view = measure_view(browser, server.url + "/", 8, "Server time")
+                stats = per_db[label]
+                if index == 0:
+                    stats["cold"] = {"ms": view["ms"], "server_ms": server_ms(view["page"])}
+                    if screenshot_dir is not None:
+                        view["page"].screenshot(
+                            path=str(screenshot_dir / f"shareprice-render-{label}.png")
+                        )
                 else:
-                    results["explorer"].append(view["ms"])
-                    results["ws"].append(view["ws"])
-                    results["http"].append(view["http"])
-                    rerun = rerun_after_preset(view["page"], "200" if run % 2 else "1000")
-                    results["rerun"].append(rerun["ms"])
-                    results["rerun_server"].append(rerun["server_ms"])
+                    stats["ms"].append(view["ms"])
+                    stats["ws"].append(view["ws"])
+                    stats["http"].append(view["http"])
+                    for kind, name in RERUNS:
+                        result = rerun(view["page"], kind, name)
+                        stats["rerun_ms"].append(result["ms"])
+                        stats["rerun_server_ms"].append(result["server_ms"])
                 view["context"].close()
-                for key, query in (("bare", ""), ("bare_gl", "?gl=1")):
-                    view = measure_view(browser, bare + "/" + query, 1, "bare page drawn")
-                    if run:
-                        results[key].append(view["ms"])
-                        if key == "bare":
-                            results["bare_ws"].append(view["ws"])
-                            results["bare_http"].append(view["http"])
-                    view["context"].close()
-        finally:
-            browser.close()
-    median = {k: statistics.median(v) for k, v in results.items()}
-    report = {
-        "runs": args.runs,
-        "explorer_first_view_ms": round(median["explorer"], 1),
-        "explorer_first_view_cold_cache_ms": round(cold["ms"], 1) if cold else None,
-        "explorer_cold_server_ms": cold["server_ms"] if cold else None,
-        "bare_plotly_4x3700_ms": round(median["bare"], 1),
-        "bare_plotly_4x3700_scattergl_ms": round(median["bare_gl"], 1),
-        "explorer_over_bare": round(median["explorer"] / median["bare"], 3),
-        "first_view_websocket_bytes": int(median["ws"]),
-        "first_view_http_bytes": int(median["http"]),
-        "bare_page_websocket_bytes": int(median["bare_ws"]),
-        "bare_page_http_bytes": int(median["bare_http"]),
-        "rerun_preset_change_ms": round(median["rerun"], 1),
-        "rerun_server_ms": median["rerun_server"],
+            view = measure_view(browser, bare_page.url + "/", 1, "bare page drawn")
+            if index:
+                bare["ms"].append(view["ms"])
+                bare["ws"].append(view["ws"])
+                bare["http"].append(view["http"])
+            view["context"].close()
+    bare_ms = statistics.median(bare["ms"])
+    report: dict[str, Any] = {
+        "runs": runs,
+        "bare_plotly_4x3700_ms": round(bare_ms, 1),
+        "bare_page_websocket_bytes": int(statistics.median(bare["ws"])),
+        "bare_page_http_bytes": int(statistics.median(bare["http"])),
     }
-    print(json.dumps(report) if args.json else json.dumps(report, indent=2))
+    for label, stats in per_db.items():
+        first = statistics.median(stats["ms"])
+        report[label] = {
+            "explorer_first_view_ms": round(first, 1),
+            "explorer_over_bare": round(first / bare_ms, 3),
+            "explorer_first_view_cold_cache_ms": round(stats["cold"]["ms"], 1),
+            "explorer_cold_server_ms": stats["cold"]["server_ms"],
+            "first_view_websocket_bytes": int(statistics.median(stats["ws"])),
+            "first_view_http_bytes": int(statistics.median(stats["http"])),
+            "rerun_ms_median": round(statistics.median(stats["rerun_ms"]), 1),
+            "rerun_server_ms_median": round(statistics.median(stats["rerun_server_ms"]), 1),
+            "rerun_server_ms_p95": round(p95(stats["rerun_server_ms"]), 1),
+            "reruns": len(stats["rerun_server_ms"]),
+        }
+    report["logs"] = str(logs)
+    return report
 
 
-if __name__ == "__main__":
-    main()
+def default_screenshot_dir() -> Path:
+    return Path(os.environ.get("TMPDIR", tempfile.gettempdir()))

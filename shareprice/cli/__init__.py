@@ -17,6 +17,7 @@ from shareprice.cli import (
     load_cmds,
     ops_cmds,
     query_cmds,
+    render_cmds,
     timings_cmds,
     views_cmds,
 )
@@ -47,6 +48,7 @@ for _module in (
     ops_cmds,
     timings_cmds,
     load_cmds,
+    render_cmds,
 ):
     for _command in getattr(_module, "commands", []):
         main.add_command(_command)
