@@ -231,7 +231,7 @@ def connect(
     *,
     autocommit: bool = False,
     application_name: str | None = None,
-    connect_timeout_s: int = 5,
+    connect_timeout_s: int = 10,
     **kwargs: object,
 ) -> psycopg.Connection:
     """A raw psycopg connection (COPY, server-side cursors, LISTEN, a bare-cursor floor) to
