@@ -13,6 +13,11 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TypeVar, TypeVarTuple, cast
 
+# pandas before any page runs: plotly's validators take sys.modules["pandas"] when it is there,
+# without the import lock, so two sessions' first runs at once (a fresh server, the load bench)
+# could see a half-imported pandas ("partially initialized module 'pandas' has no attribute
+# 'Series'"). Pages import this module first; its import completes pandas for every thread.
+import pandas  # noqa: F401
 import psycopg
 import sqlalchemy as sa
 import streamlit as st
@@ -95,7 +100,12 @@ def _url_key() -> str | None:
     return config.readonly_url() or config.configured_url()
 
 
-@st.cache_data(show_spinner=False, max_entries=256, ttl=6 * 3600)
+# cache_resource, not cache_data: cache_data pickles each result and unpickles a fresh copy on
+# every call, so 50 sessions rerunning hold 50 copies of the same frames and spend their CPU
+# unpickling them (the load bench found it). Results here are polars frames (immutable: every
+# operation returns a new frame) and plain read-only values, so one shared object serves every
+# session. Concurrent first calls for one key wait for a single computation.
+@st.cache_resource(show_spinner=False, max_entries=256, ttl=6 * 3600)
 def _cached_call(
     name: str, url_key: str | None, version: int, args: tuple, _query: Callable[..., object]
 ) -> object:
@@ -109,10 +119,30 @@ def cached(query: Callable[[Engine, *Args], Result], version: int, *args: *Args)
     Called with the query function itself (`ui.cached(queries.series_v2, version, request)`), so
     grep and the type checker see every caller. Shared by all sessions: the first viewer after a
     backfill batch pays for the query, the others read the cache; a new data version (any
-    backfill write) makes every entry stale.
+    backfill write) makes every entry stale. The result is the cached object itself, shared by
+    every session: treat it as read-only (never mutate a returned frame or dict in place).
     """
     name = f"{query.__module__}.{query.__qualname__}"
     return cast(Result, _cached_call(name, _url_key(), version, args, query))
+
+
+@st.cache_resource(show_spinner=False, max_entries=128, ttl=6 * 3600)
+def _shared_call(
+    key: tuple, url_key: str | None, version: int, _build: Callable[[], object]
+) -> object:
+    return _build()
+
+
+def shared(key: tuple, version: int, build: Callable[[], Result]) -> Result:
+    """`build()`, computed once per process for an equal `key` and data version, then shared by
+    every session (read-only, like `cached`): for what a page derives from cached data the
+    same way for every viewer, such as the explorer's figure for one view. Building a plotly
+    figure costs far more CPU than reading the cached frames it is drawn from, and on two cores
+    every session's rerun waits for the others' (the load bench's finding). `key` must name
+    everything `build` depends on besides the database and its data version; `build` itself
+    is not hashed.
+    """
+    return cast(Result, _shared_call(key, _url_key(), version, build))
 
 
 @contextlib.contextmanager

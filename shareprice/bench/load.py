@@ -16,6 +16,9 @@ itself (`streamlit.proto`), so each session here is that websocket and nothing e
    `script_finished` again. A widget left out of the state loses its session state, and the
    page would fall back to the link's state.
 
+While a session "thinks" between clicks (`--think`), the explorer's live fragment reruns on
+the timer its `auto_rerun` message sets, as a browser's would (`live_polls` in the output).
+
 Per rerun the server time is the page's own caption (script start to its last element);
 the client latency (send to `script_finished`) is reported beside it. An exception element, an
 error alert or a run that does not finish in time makes the session an error. Server memory is
@@ -60,6 +63,7 @@ class SessionResult:
     first_server_ms: int
     rerun_server_ms: list[int] = field(default_factory=list)
     rerun_client_ms: list[float] = field(default_factory=list)
+    live_poll_ms: list[float] = field(default_factory=list)
     error: str | None = None
 
 
@@ -104,22 +108,36 @@ class ProtocolSession:
         #: What the frontend's widget manager holds: every widget's current value, by id. The
         #: frontend sends all of them with each rerun; a widget left out loses its session state.
         self.widgets: dict[str, Any] = {}
+        #: (interval s, fragment id) of a `run_every` fragment (the explorer's live status),
+        #: which the frontend reruns on a timer; None when the page has none.
+        self.auto_rerun: tuple[float, str] | None = None
 
     async def rerun(self, changes: list | None = None) -> RunSeen:
         """Send a rerun with every known widget's value, `changes` applied; read the run."""
+        for change in changes or []:
+            self.widgets[change.id] = change
+        await self._send_rerun()
+        return await self._read_run()
+
+    async def poll_live(self) -> None:
+        """The frontend's auto-rerun timer firing once: rerun the live fragment only."""
+        assert self.auto_rerun is not None
+        await self._send_rerun(fragment_id=self.auto_rerun[1])
+        await self._read_run(fragment=True)
+
+    async def _send_rerun(self, fragment_id: str = "") -> None:
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ClientState_pb2 import ClientState
         from streamlit.proto.WidgetStates_pb2 import WidgetStates
 
-        for change in changes or []:
-            self.widgets[change.id] = change
         state = ClientState(
             query_string=self.query_string,
             page_script_hash=self.page_script_hash,
             widget_states=WidgetStates(widgets=list(self.widgets.values())),
+            fragment_id=fragment_id,
+            is_auto_rerun=bool(fragment_id),
         )
         await self.ws.send(BackMsg(rerun_script=state).SerializeToString())
-        return await self._read_run()
 
     def _remember(self, which: str, element, drawn: dict[str, Any]) -> None:
         """Keep a widget's value as the frontend does: the server's when it sets one, else the
@@ -155,7 +173,7 @@ class ProtocolSession:
             return
         drawn[widget.id] = state
 
-    async def _read_run(self) -> RunSeen:
+    async def _read_run(self, *, fragment: bool = False) -> RunSeen:
         from streamlit.proto.Alert_pb2 import Alert
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
@@ -177,6 +195,10 @@ class ProtocolSession:
                 self.page_script_hash = msg.new_session.page_script_hash
             elif kind == "page_info_changed":
                 self.query_string = msg.page_info_changed.query_string
+            elif kind == "auto_rerun":
+                self.auto_rerun = (msg.auto_rerun.interval, msg.auto_rerun.fragment_id)
+            elif kind == "stop_auto_rerun":
+                self.auto_rerun = None
             elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
                 element = msg.delta.new_element
                 which = element.WhichOneof("type")
@@ -201,6 +223,9 @@ class ProtocolSession:
                     continue
                 if status == ForwardMsg.ScriptFinishedStatus.FINISHED_WITH_COMPILE_ERROR:
                     raise RunFailed("the page failed to compile")
+                if fragment:
+                    self.widgets.update(drawn)
+                    return seen
                 if seen.server_ms is None:
                     raise RunFailed("the run finished without the explorer's 'Server time'")
                 self.widgets = drawn  # widgets not drawn in this run are gone from the page
@@ -238,6 +263,20 @@ def preset_state(widget: PresetWidget, label: str):
     return WidgetState(id=widget.widget_id, string_array_value=StringArray(data=[label]))
 
 
+async def _think(session: ProtocolSession, seconds: float, result: SessionResult) -> None:
+    """Wait `seconds` as a viewer does; a live page polls meanwhile, as its browser would."""
+    until = time.monotonic() + seconds
+    while session.auto_rerun is not None:
+        due = time.monotonic() + session.auto_rerun[0]
+        if due >= until:
+            break
+        await asyncio.sleep(due - time.monotonic())
+        polled = time.perf_counter()
+        await session.poll_live()
+        result.live_poll_ms.append(1000 * (time.perf_counter() - polled))
+    await asyncio.sleep(max(0.0, until - time.monotonic()))
+
+
 async def _ws_session(
     ws_url: str, reruns: int, timeout_s: float, think_s: float, rng: random.Random
 ) -> SessionResult:
@@ -257,7 +296,7 @@ async def _ws_session(
             preset = first.preset
             for i in range(reruns):
                 if think_s:
-                    await asyncio.sleep(rng.uniform(0.5 * think_s, 1.5 * think_s))
+                    await _think(session, rng.uniform(0.5 * think_s, 1.5 * think_s), result)
                 label = preset.labels[i % len(preset.labels)]
                 clicked = time.perf_counter()
                 seen = await session.rerun([preset_state(preset, label)])
@@ -404,6 +443,7 @@ def run_level(
     server_ms = [ms for r in ok for ms in r.rerun_server_ms]
     client_ms = [ms for r in ok for ms in r.rerun_client_ms]
     first_views_ms = [1000 * r.first_view_s for r in ok]
+    live_ms = [ms for r in ok for ms in r.live_poll_ms]
     errors = [r.error for r in results if r.error]
     return {
         "sessions": sessions,
@@ -420,6 +460,8 @@ def run_level(
         "client_rerun_p50_ms": _round(_percentile(client_ms, 0.5)),
         "client_rerun_p95_ms": _round(_percentile(client_ms, 0.95)),
         "first_view_p50_ms": _round(statistics.median(first_views_ms) if first_views_ms else None),
+        "live_polls": len(live_ms),
+        "live_poll_p95_ms": _round(_percentile(live_ms, 0.95)),
         "first_server_p50_ms": _round(_percentile([r.first_server_ms for r in ok], 0.5)),
         "rss_idle_mb": _round(idle_rss),
         "rss_after_mb": _round(after_rss),
