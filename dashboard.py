@@ -1,21 +1,32 @@
-"""Streamlit entry point: `streamlit run dashboard.py`.
+"""Streamlit entry point: `streamlit run dashboard.py` serves the dashboard and /api on one port.
 
-Only navigation lives here; each page is a thin file in pages/.
+`streamlit run` finds `app = st.App(...)` in this file (Streamlit 1.67 looks for the assignment
+without running the file) and serves it with uvicorn: Streamlit's own routes plus the HTTP API
+(shareprice.api) mounted at /api. The App's script is this same file: Streamlit runs it as
+`__main__` for every session, where only the navigation below runs; uvicorn imports it as the
+module `dashboard`, where only the App is built. Each page is a thin file in pages/.
 """
+
+from pathlib import Path
 
 import streamlit as st
 
-from shareprice import ui
+if __name__ == "__main__":
+    from shareprice import ui
 
-st.set_page_config(page_title="shareprice", page_icon="📈", layout="wide")
+    st.set_page_config(page_title="shareprice", page_icon="📈", layout="wide")
 
-navigation = st.navigation(
-    [
-        st.Page("pages/explorer.py", title="Share price explorer", icon="📈", default=True),
-        st.Page("pages/progress.py", title="Migration progress", icon="⏳"),
-        st.Page("pages/integrity.py", title="Integrity checks", icon="✅"),
-        st.Page("pages/timings.py", title="v1 vs v2 timings", icon="⏱️"),
-    ]
-)
-ui.connection_notice()
-navigation.run()
+    navigation = st.navigation(
+        [
+            st.Page("pages/explorer.py", title="Share price explorer", icon="📈", default=True),
+            st.Page("pages/progress.py", title="Migration progress", icon="⏳"),
+            st.Page("pages/integrity.py", title="Integrity checks", icon="✅"),
+            st.Page("pages/timings.py", title="v1 vs v2 timings", icon="⏱️"),
+        ]
+    )
+    ui.connection_notice()
+    navigation.run()
+else:
+    from shareprice import api
+
+    app = st.App(Path(__file__).resolve(), routes=api.routes())

@@ -9,12 +9,29 @@ Callers import this package, never its modules: what is listed here is the contr
 modules: `request` (the request model, windows, filters), `connection` (timed connections,
 `trace()`, COPY into frames), `frames` (exact frames), `series` (v2 series and downsampling),
 `band` (the all-operators band), `baseline_v1` (the old JSON path), `operator_table` (operators
-and yields, with `yields`), `epochs` (data version, summary, epoch rate, dates), `replica`.
+and yields, with `yields`), `epochs` (data version, summary, epoch rate, dates), `replica`,
+`api_rows` (the old HTTP API's epoch rows, summary and raw documents).
 
 May import: shareprice.chain, shareprice.store, shareprice.errors, polars, psycopg.
 """
 
 from shareprice.chain.records import PERQ
+from shareprice.queries.api_rows import (
+    EPOCH_ROWS_MAX_CELLS,
+    EPOCH_ROWS_MAX_LIMIT,
+    EPOCH_ROWS_MAX_OPERATORS,
+    EPOCH_ROWS_MAX_SAMPLE,
+    EPOCH_ROWS_OPERATOR_CAP,
+    EpochRows,
+    EpochRowsError,
+    epoch_rows,
+    epoch_rows_statement,
+    epoch_rows_v1,
+    epochs_health,
+    latest_epoch_summary,
+    raw_epochs,
+    sample_evenly,
+)
 from shareprice.queries.band import (
     BAND_COLUMNS,
     BAND_EXACT_SCHEMA,
@@ -95,6 +112,13 @@ __all__ = [
     "BAND_EXACT_SCHEMA",
     "DEFAULT_MAX_POINTS",
     "DataSummary",
+    "EPOCH_ROWS_MAX_CELLS",
+    "EPOCH_ROWS_MAX_LIMIT",
+    "EPOCH_ROWS_MAX_OPERATORS",
+    "EPOCH_ROWS_MAX_SAMPLE",
+    "EPOCH_ROWS_OPERATOR_CAP",
+    "EpochRows",
+    "EpochRowsError",
     "PERQ",
     "Plan",
     "QueryTiming",
@@ -119,17 +143,24 @@ __all__ = [
     "epoch_date_labels",
     "epoch_dates",
     "epoch_rate",
+    "epoch_rows",
+    "epoch_rows_statement",
+    "epoch_rows_v1",
+    "epochs_health",
     "finish_band",
     "finish_series",
     "frames_equal",
     "largest_operators",
+    "latest_epoch_summary",
     "operators",
     "operators_plan",
     "percentile_disc",
     "perq_to_decimal",
     "raw_documents_plan",
+    "raw_epochs",
     "replica_status",
     "resolve_window_v2",
+    "sample_evenly",
     "series_plan",
     "series_v1",
     "series_v2",
