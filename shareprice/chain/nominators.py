@@ -15,7 +15,8 @@ a malformed entry is a ParseError naming the epoch, the item and the entry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,15 +139,24 @@ def _entries(doc: Mapping[str, Any], name: str, epoch: int) -> list[Any]:
 
 def _values(doc: Mapping[str, Any], name: str, item: str, epoch: int):
     for index, entry in enumerate(_entries(doc, name, epoch)):
-        try:
+        with _entry(name, index, epoch):
             value = entry["value"]
             if type(value) is not str:
                 raise ValueError("entry value is not a string")
             operator_id, account, payload = _key(value, item)
-            yield index, operator_id, account, payload
-        except (KeyError, TypeError, ValueError) as exc:
-            reason = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
-            raise ParseError(reason, epoch, f"{name}.entries[{index}]") from None
+        yield index, operator_id, account, payload
+
+
+@contextmanager
+def _entry(name: str, index: int, epoch: int) -> Iterator[None]:
+    """Any decoding failure inside becomes a ParseError naming epoch, item and entry."""
+    try:
+        yield
+    except ParseError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        reason = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
+        raise ParseError(reason, epoch, f"{name}.entries[{index}]") from None
 
 
 def _payload(name: str, index: int, epoch: int, text: str) -> Mapping[str, Any]:
@@ -172,7 +182,7 @@ def parse_positions(doc: Mapping[str, Any], epoch: int) -> Positions:
     validated by the main parser). Items the dump lacks give no positions."""
     deposits: list[Deposit] = []
     for index, operator_id, account, text in _values(doc, "deposits", DEPOSITS_ITEM, epoch):
-        try:
+        with _entry("deposits", index, epoch):
             obj = _payload("deposits", index, epoch, text)
             known, pending = obj["known"], obj["pending"]
             converting = None
@@ -193,14 +203,9 @@ def parse_positions(doc: Mapping[str, Any], epoch: int) -> Positions:
                     converting,
                 )
             )
-        except ParseError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            reason = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
-            raise ParseError(reason, epoch, f"deposits.entries[{index}]") from None
     withdrawals: list[Withdrawal] = []
     for index, operator_id, account, text in _values(doc, "withdrawals", WITHDRAWALS_ITEM, epoch):
-        try:
+        with _entry("withdrawals", index, epoch):
             obj = _payload("withdrawals", index, epoch, text)
             in_shares = obj["withdrawalInShares"]
             shares = None
@@ -233,19 +238,12 @@ def parse_positions(doc: Mapping[str, Any], epoch: int) -> Positions:
                     shares,
                 )
             )
-        except ParseError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            reason = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
-            raise ParseError(reason, epoch, f"withdrawals.entries[{index}]") from None
     holds: list[DepositOnHold] = []
     for index, operator_id, account, text in _values(
         doc, "depositOnHold", DEPOSIT_ON_HOLD_ITEM, epoch
     ):
-        try:
+        with _entry("depositOnHold", index, epoch):
             holds.append(DepositOnHold(operator_id, account, decode_decimal(text)))
-        except ValueError as exc:
-            raise ParseError(str(exc), epoch, f"depositOnHold.entries[{index}]") from None
     return Positions(
         epoch,
         _head_domain_number(doc.get("headDomainNumber"), epoch),
