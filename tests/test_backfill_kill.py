@@ -32,14 +32,17 @@ def test_kill_9_mid_run_then_rerun_equals_a_clean_run(
                 assert time.monotonic() < deadline, "the backfill made no progress"
                 children = psutil.Process(proc.pid).children(recursive=True) or children
                 time.sleep(0.005)
-            if proc.poll() is None:
+            killed = proc.poll() is None
+            if killed:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
             proc.wait(timeout=30)
             # Workers die with their coordinator (no orphan keeps writing).
             gone, alive = psutil.wait_procs(children, timeout=10)
             assert not alive, alive
-            assert _normalized(url) < 80 or kills < 3
+            if killed:  # killed mid-run: what it committed stays, the rest is still to do
+                after = _normalized(url)
+                assert threshold <= after < 80, f"killed at {threshold}, {after} normalized"
         assert kills >= 2, "the backfill finished before it could be killed"
         final = run_cli(url, "backfill", "--workers", str(workers))
         assert final.returncode == 0, final.stderr
