@@ -250,10 +250,14 @@ def v1_operators(request: Request) -> Response:
 
 
 def _series_request(p: Params, operators: tuple[int, ...] | None) -> queries.SeriesRequest:
+    epoch_from = p.integer("from", minimum=0, maximum=2**31 - 1)
+    epoch_to = p.integer("to", minimum=0, maximum=2**31 - 1)
+    if epoch_from is not None and epoch_to is not None and epoch_from > epoch_to:
+        raise ParamError(f"from: epoch {epoch_from} is after to={epoch_to}")
     return queries.SeriesRequest(
         operators=operators,
-        epoch_from=p.integer("from", minimum=0, maximum=2**31 - 1),
-        epoch_to=p.integer("to", minimum=0, maximum=2**31 - 1),
+        epoch_from=epoch_from,
+        epoch_to=epoch_to,
         last_epochs=p.integer("last", minimum=1, maximum=2**31 - 1),
         max_points=p.integer(
             "max_points",
