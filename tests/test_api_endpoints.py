@@ -8,6 +8,7 @@ u128 hex, comma-grouped rewards, floor(stake * 1e18 / shares)), never from the s
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import httpx
@@ -80,9 +81,7 @@ def samples(shared_data: Path) -> dict:
     flat = orjson.loads((shared_data / FLAT).read_bytes())
     dump = orjson.loads((shared_data / DUMP).read_bytes())[0]
     by_epoch = {d["epoch"]: d for d in flat}
-    expected = {
-        e: _flat_expected(d, by_epoch.get(e - 1)) for e, d in by_epoch.items()
-    }
+    expected = {e: _flat_expected(d, by_epoch.get(e - 1)) for e, d in by_epoch.items()}
     dump_row = _dump_expected(dump)
     dump_row["startBlock"] = None  # epoch 2646 is not in the samples
     expected[dump["epoch"]] = dump_row
@@ -107,9 +106,7 @@ def api_db(pg_admin_url, template_url, shared_data):
 @pytest.fixture(scope="module")
 def server(api_db, tmp_path_factory):
     main = api_db.render_as_string(hide_password=False)
-    reader = api_db.set(username=roles.READER, password=None).render_as_string(
-        hide_password=False
-    )
+    reader = api_db.set(username=roles.READER, password=None).render_as_string(hide_password=False)
     log = tmp_path_factory.mktemp("api") / "streamlit.log"
     with streamlit_server(main, log, readonly_url=reader) as running:
         with httpx.Client(base_url=running.url, timeout=60) as client:
@@ -182,7 +179,7 @@ def test_sample_is_evenly_spaced_and_keeps_the_last_row(server, samples):
         assert epochs == sorted(set(epochs)) and set(epochs) <= set(every)
         if n > 1:
             assert epochs[0] == every[0]
-            gaps = [every.index(b) - every.index(a) for a, b in zip(epochs, epochs[1:])]
+            gaps = [every.index(b) - every.index(a) for a, b in itertools.pairwise(epochs)]
             assert max(gaps) - min(gaps) <= 1
     assert len(server.get("/api/epochs-v2?sample=20000").json()) == len(every)
     limited = [r["epoch"] for r in server.get("/api/epochs-v2?limit=10&sample=3").json()]
