@@ -1,31 +1,33 @@
 """Integrity checks: proofs that the normalized tables agree with the raw documents.
 
-A registry of named checks (each says what it proves), the checks themselves as SQL over the
-tables and, for those that need it, the raw JSON through the chain parser; runs stored with their
-results in `integrity_runs` for the integrity page's history.
+A registry of named checks (each says what it proves: `registry`), the checks themselves as SQL
+over the tables and, for those that need it, the raw JSON through the chain parser
+(`definitions`); runs on one snapshot, stored with their results in `integrity_runs` for the
+integrity page's history (`runs`); their rendering as tables and text (`report`). Callers use
+only the names re-exported here.
 
 May import: shareprice.chain, shareprice.store, shareprice.errors.
 """
 
-from shareprice.checks.definitions import (
+from shareprice.checks.registry import (
     CHECKS,
     Check,
     CheckResult,
+    Scope,
+    check_names,
+    select_checks,
+)
+from shareprice.checks.report import format_table, history_table, results_table
+from shareprice.checks.runs import (
     CheckRun,
     HistoryRun,
     SaveResult,
-    Scope,
-    check_names,
-    format_table,
     history,
-    history_table,
     is_read_only_error,
     load_results,
-    results_table,
     run_checks,
     sample_epochs,
     save_run,
-    select_checks,
 )
 
 __all__ = [
