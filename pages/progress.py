@@ -7,6 +7,7 @@ import streamlit as st
 from shareprice import queries, ui
 from shareprice.backfill import status
 from shareprice.display import progress_view
+from shareprice.store import analytics_view
 
 REFRESH_SECONDS = 2
 
@@ -24,6 +25,7 @@ def show_progress() -> None:
     with ui.database_guard():
         summary = status.summarize(ui.engine())
         replica = queries.replica_status(ui.engine(), ui.primary_engine())
+        view = analytics_view.state(ui.engine())
     if summary.raw_epochs == 0 and not summary.past_runs:
         ui.empty_state()
         return
@@ -55,6 +57,18 @@ def show_progress() -> None:
             if replica.last_replay_at is None
             else f"{replica.last_replay_at.astimezone(datetime.UTC):%Y-%m-%d %H:%M:%S} UTC",
         )
+    if view.version == "v2":
+        st.caption(
+            "`comprehensive_analytics` is live on **v2** (the normalized tables); "
+            "`shareprice views rollback` returns it to v1."
+        )
+    elif view.version == "v1":
+        st.caption(
+            "`comprehensive_analytics` is live on **v1** (parses the raw JSON: slow); "
+            "`shareprice views use-v2` swaps it once every epoch is normalized."
+        )
+    else:
+        st.caption(f"`comprehensive_analytics`: unexpected state ({view.describe()}).")
     st.progress(
         min(summary.percent / 100.0, 1.0),
         text=f"{summary.normalized_epochs:,} of {summary.raw_epochs:,} raw epochs normalized "

@@ -161,6 +161,12 @@ def backfill_cmd(
     bar.close()
     for line in _summary_lines(summary):
         click.echo(line)
+    if summary.status != "interrupted":
+        from shareprice import prepare
+
+        # Whether comprehensive_analytics can move to v2 now (issue 12): coverage, last check.
+        for line in prepare.view_advice(engine):
+            click.echo(line)
     if summary.status == "interrupted":
         sys.exit(EXIT_INTERRUPTED)
     if not summary.ok:
