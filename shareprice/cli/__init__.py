@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from shareprice.cli import (
+    api_cmds,
     backfill_cmds,
     backup_cmds,
     data_cmds,
@@ -49,6 +50,7 @@ for _module in (
     timings_cmds,
     load_cmds,
     render_cmds,
+    api_cmds,
 ):
     for _command in getattr(_module, "commands", []):
         main.add_command(_command)

@@ -1,0 +1,161 @@
+"""`shareprice bench api`: the HTTP API against the old way of answering it, and under load.
+
+A real dashboard server (`streamlit run dashboard.py` on a free port, as `make run` starts it)
+serves `/api/epochs-v2`; each request is timed over HTTP (median of `repeat` runs, full bodies,
+no ETag revalidation). Beside it, the same rows answered the old way: every epoch's raw JSON
+parsed in Python per request (`queries.epoch_rows_v1`, the v1 path), timed in-process without
+HTTP, so the ratio understates the old way's cost rather than flattering v2. `limit=all` is
+also compared with a bare psycopg cursor fetching the very statement v2 runs (the floor any
+implementation over these tables pays). Then `clients` asyncio httpx clients request the four
+requests in turn, all at once, for p50/p95 and the error count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import Engine
+
+from shareprice import queries
+from shareprice.bench.streamlit_server import streamlit_server
+from shareprice.store import config, db
+
+#: The old frontend's four charts' requests (its range buttons 50 / 200 / All, and a sample).
+REQUESTS: dict[str, dict[str, Any]] = {
+    "limit=50": {"limit": 50},
+    "limit=200": {"limit": 200},
+    "limit=all": {},
+    "sample=1000": {"sample": 1000},
+}
+
+
+def _query_string(kwargs: dict[str, Any], operators: tuple[int, ...]) -> str:
+    parts = [f"{k}={v}" for k, v in kwargs.items()] or ["limit=all"]
+    parts.append("operators=" + ",".join(str(o) for o in operators))
+    return "&".join(parts)
+
+
+def _median_ms(run: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 1)
+
+
+def _bare_cursor_ms(engine: Engine, operators: tuple[int, ...], repeat: int) -> float:
+    """The statement v2 runs for limit=all, fetched by a bare cursor (no HTTP, no checks)."""
+    with db.connect(engine) as conn:
+        epochs = [r[0] for r in conn.execute("SELECT epoch FROM epoch_normalizations ORDER BY 1")]
+
+        def fetch() -> None:
+            statement, params = queries.epoch_rows_statement(conn, epochs, operators)
+            conn.execute(statement, params).fetchall()
+
+        return _median_ms(fetch, repeat)
+
+
+async def _concurrent(
+    base_url: str, paths: list[str], clients: int, per_client: int, timeout_s: float
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+
+    async def client_loop(index: int, http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for i in range(per_client):
+            path = paths[(index + i) % len(paths)]
+            started = time.perf_counter()
+            try:
+                response = await http.get(path)
+                await response.aread()
+                if response.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(i, http) for i in range(clients)))
+        wall = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": round(statistics.median(ordered), 1),
+        "p95_ms": round(ordered[max(0, int(len(ordered) * 0.95) - 1)], 1),
+        "seconds": round(wall, 2),
+        "requests_per_s": round(len(latencies) / wall, 1),
+    }
+
+
+def run(
+    url: str | None,
+    *,
+    operators: tuple[int, ...] = (0, 1, 2, 3),
+    repeat: int = 5,
+    v1_repeat: int = 1,
+    clients: int = 50,
+    per_client: int = 8,
+    log_path: Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    engine = db.get_engine(url)
+    db.check_available(engine)
+    shown = config.mask_url(engine.url)
+    database_url = engine.url.render_as_string(hide_password=False)
+    facts = queries.summary(engine)
+    echo(f"bench api on {shown}: {facts.normalized_epochs:,} normalized epochs")
+    log_path = log_path or Path("/tmp/shareprice-bench-api.log")
+    results = []
+    with streamlit_server(database_url, log_path) as server:
+        with httpx.Client(base_url=server.url, timeout=120) as http:
+            for name, kwargs in REQUESTS.items():
+                path = f"/api/epochs-v2?{_query_string(kwargs, operators)}"
+                first = http.get(path)
+                first.raise_for_status()
+                rows = len(first.json())
+                v2_ms = _median_ms(lambda p=path: http.get(p).raise_for_status(), repeat)
+
+                def old_way(kw: dict[str, Any] = kwargs) -> None:
+                    answer = queries.epoch_rows_v1(engine, operators=operators, **kw)
+                    ("[" + ",".join(answer.rows) + "]").encode()
+
+                echo(f"  {name}: v2 {v2_ms} ms over HTTP ({rows} rows); timing v1...")
+                v1_ms = _median_ms(old_way, v1_repeat)
+                entry: dict[str, Any] = {
+                    "name": name,
+                    "v2_ms": v2_ms,
+                    "v1_ms": v1_ms,
+                    "ratio": round(v1_ms / v2_ms, 1) if v2_ms else None,
+                    "rows": rows,
+                    "bytes": len(first.content),
+                }
+                if name == "limit=all":
+                    bare = _bare_cursor_ms(engine, operators, repeat)
+                    entry["bare_cursor_ms"] = bare
+                    entry["vs_bare_cursor"] = round(v2_ms / bare, 2) if bare else None
+                results.append(entry)
+                echo(f"  {name}: v1 {v1_ms} ms")
+        paths = [f"/api/epochs-v2?{_query_string(kw, operators)}" for kw in REQUESTS.values()]
+        echo(f"  {clients} concurrent clients x {per_client} requests...")
+        concurrent = asyncio.run(_concurrent(server.url, paths, clients, per_client, 60.0))
+    return {
+        "database": shown,
+        "normalized_epochs": facts.normalized_epochs,
+        "operators": list(operators),
+        "repeat": repeat,
+        "v1_repeat": v1_repeat,
+        "requests": results,
+        "concurrent": concurrent,
+    }
