@@ -35,9 +35,15 @@ with ui.page_guard():
     operators = ui.cached(queries.operators, version)
     domain = ui.cached(queries.domain_summary, version)
     first, last = info.first_epoch, info.last_epoch
-    styles = charts.styles_from(operators)
-    labels = explorer_state.operator_labels(operators)
-    defaults = explorer_state.default_operators(operators)
+    # Derived once per data version and shared by every session (ui.shared): per rerun they
+    # cost as much as the queries they are made from, times the sessions rerunning.
+    styles = ui.shared(("operator_styles",), version, lambda: charts.styles_from(operators))
+    labels = ui.shared(
+        ("operator_labels",), version, lambda: explorer_state.operator_labels(operators)
+    )
+    defaults = ui.shared(
+        ("default_operators",), version, lambda: explorer_state.default_operators(operators)
+    )
 
     # --- state: from the link on a session's first run, from the widgets afterwards ---------
     if "ex_ops" not in st.session_state:
@@ -115,21 +121,27 @@ with ui.page_guard():
     totals = ui.cached(queries.epoch_totals, version, lo, hi) if state.totals else None
 
     # --- charts -------------------------------------------------------------------------------
-    figure = charts.explorer_figure(
-        series,
-        styles,
-        mode=state.mode,
-        scales={
-            "price": state.scale,
-            "stake": state.stake_scale,
-            "rewards": state.rewards_scale,
-        },
-        unit=state.unit,
-        band=band,
-        totals=totals,
-        dates=dates,
-        holes=holes,
-        x_range=(lo, hi),
+    # One figure per view, shared by every session drawing that view: building a plotly figure
+    # is most of a rerun's CPU (the load bench), and st.plotly_chart only reads it.
+    figure = ui.shared(
+        ("explorer_figure", state, lo, hi, band_allowed),
+        version,
+        lambda: charts.explorer_figure(
+            series,
+            styles,
+            mode=state.mode,
+            scales={
+                "price": state.scale,
+                "stake": state.stake_scale,
+                "rewards": state.rewards_scale,
+            },
+            unit=state.unit,
+            band=band,
+            totals=totals,
+            dates=dates,
+            holes=holes,
+            x_range=(lo, hi),
+        ),
     )
     st.plotly_chart(figure, key="ex_chart", config={"displaylogo": False})
     st.caption(explorer_state.describe(state, series, lo, hi, dates_known=bool(dates), holes=holes))

@@ -285,7 +285,11 @@ async def _ws_session(
     started = time.perf_counter()
     try:
         async with connect(
-            ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=timeout_s
+            ws_url,
+            subprotocols=["streamlit"],
+            max_size=None,
+            open_timeout=timeout_s,
+            ping_interval=None,  # a browser sends no websocket pings; a busy server may not pong
         ) as ws:
             session = ProtocolSession(ws, timeout_s)
             first = await session.rerun()
