@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -159,6 +160,81 @@ def not_modified(request: Request) -> tuple[Response | None, dict[str, str]]:
     return None, headers
 
 
+class ResponseCache:
+    """Bodies of data responses, keyed by path, parameters and ETag (the data version), so a
+    repeated request is answered from memory until the next backfill write makes its key
+    unreachable. Bounded in bytes (least recently used out first). Concurrent misses of one key
+    compute it once: the others wait for the first and read its body."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, tuple[bytes, str, dict[str, str]]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._computing: dict[tuple, threading.Lock] = {}
+
+    def get_or_compute(self, key: tuple, compute: Callable[[], Response]) -> Response:
+        with self._lock:
+            hit = self._hit(key)
+            if hit is not None:
+                return hit
+            flight = self._computing.setdefault(key, threading.Lock())
+        with flight:
+            with self._lock:
+                hit = self._hit(key)
+            if hit is not None:
+                return hit
+            try:
+                response = compute()
+            finally:
+                with self._lock:
+                    self._computing.pop(key, None)
+            if response.status_code == 200:
+                self._store(key, response)
+            return response
+
+    def _hit(self, key: tuple) -> Response | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        body, media_type, headers = entry
+        return Response(body, media_type=media_type, headers=headers)
+
+    def _store(self, key: tuple, response: Response) -> None:
+        body = bytes(response.body)
+        if len(body) > self.max_bytes // 4:
+            return
+        headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+        media_type = response.media_type or JSON
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = (body, media_type, headers)
+            self._bytes += len(body)
+            while self._bytes > self.max_bytes and self._entries:
+                _, (old, _, _) = self._entries.popitem(last=False)
+                self._bytes -= len(old)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+CACHE_MAX_BYTES = 256 * 2**20
+response_cache = ResponseCache(CACHE_MAX_BYTES)
+
+
+def from_cache(
+    request: Request, headers: dict[str, str], compute: Callable[[], Response]
+) -> Response:
+    """`compute()` (a data response whose ETag is in `headers`), from the response cache."""
+    query = tuple(sorted(request.query_params.multi_items()))
+    key = (request.url.path, query, headers["ETag"])
+    return response_cache.get_or_compute(key, compute)
+
+
 def exact_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
     """Rows for JSON: exact integers wider than 64 bits as decimal strings, nulls as null."""
     wide = [name for name, dtype in frame.schema.items() if dtype == pl.Int128]
@@ -184,6 +260,16 @@ def _epochs(request: Request, version_header: bool) -> Response:
     if cached is not None:
         cached.headers.update(extra)
         return cached
+    return from_cache(request, headers, lambda: _epoch_rows(headers, limit, sample, operators))
+
+
+def _epoch_rows(
+    headers: dict[str, str],
+    limit: int | None,
+    sample: int | None,
+    operators: tuple[int, ...] | None,
+) -> Response:
+    headers = dict(headers)
     result = queries.epoch_rows(
         engine(), limit=limit, sample=sample, operators=operators, timeout_ms=timeout_ms()
     )
@@ -218,10 +304,14 @@ def summary(request: Request) -> Response:
     cached, headers = not_modified(request)
     if cached is not None:
         return cached
-    text = queries.latest_epoch_summary(engine(), timeout_ms())
-    if text is None:
-        return error(404, "no epoch is normalized yet (run `shareprice backfill`)")
-    return raw_json_response(text, headers=headers)
+
+    def compute() -> Response:
+        text = queries.latest_epoch_summary(engine(), timeout_ms())
+        if text is None:
+            return error(404, "no epoch is normalized yet (run `shareprice backfill`)")
+        return raw_json_response(text, headers=headers)
+
+    return from_cache(request, headers, compute)
 
 
 @endpoint
@@ -245,8 +335,11 @@ def v1_operators(request: Request) -> Response:
     cached, headers = not_modified(request)
     if cached is not None:
         return cached
-    frame = queries.operators(engine())
-    return json_response(exact_rows(frame), headers=headers)
+    return from_cache(
+        request,
+        headers,
+        lambda: json_response(exact_rows(queries.operators(engine())), headers=headers),
+    )
 
 
 def _series_request(p: Params, operators: tuple[int, ...] | None) -> queries.SeriesRequest:
@@ -287,6 +380,21 @@ def v1_series(request: Request) -> Response:
     cached, headers = not_modified(request)
     if cached is not None:
         return cached
+    return from_cache(
+        request, headers, lambda: _series_response(p, wanted, fmt, series_request, headers)
+    )
+
+
+def _series_response(
+    p: Params,
+    wanted: tuple[int, ...] | None,
+    fmt: str,
+    series_request: queries.SeriesRequest,
+    headers: dict[str, str],
+) -> Response:
+    headers = dict(headers)
+    max_points = series_request.max_points
+    assert max_points is not None
     table = queries.operators(engine())
     if wanted is None:
         wanted = queries.largest_operators(table, SERIES_DEFAULT_OPERATORS)
@@ -319,10 +427,14 @@ def v1_band(request: Request) -> Response:
     cached, headers = not_modified(request)
     if cached is not None:
         return cached
-    frame = queries.band_v2(engine(), band_request).select(
-        ["epoch", "operators", *queries.BAND_COLUMNS]
-    )
-    return json_response(exact_rows(frame), headers=headers)
+
+    def compute() -> Response:
+        frame = queries.band_v2(engine(), band_request).select(
+            ["epoch", "operators", *queries.BAND_COLUMNS]
+        )
+        return json_response(exact_rows(frame), headers=headers)
+
+    return from_cache(request, headers, compute)
 
 
 @endpoint
