@@ -135,6 +135,11 @@ def backfill_cmd(
     """
     from shareprice import backfill
 
+    if epoch_from is not None and epoch_to is not None and epoch_from > epoch_to:
+        raise click.BadParameter(
+            f"--from {epoch_from} is after --to {epoch_to}: the range would be empty",
+            param_hint="--from",
+        )
     options = backfill.Options(
         epoch_from=epoch_from,
         epoch_to=epoch_to,
