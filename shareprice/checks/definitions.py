@@ -24,6 +24,7 @@ Design choices:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +32,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from shareprice.checks.registry import (
-    EPOCH_IN_SCOPE,
     MAX_EXAMPLES,
     Outcome,
     Scope,
@@ -42,6 +42,12 @@ from shareprice.checks.registry import (
 #: 10^36 as an exact decimal string: the chain's shares-per-stake inverts to stake-per-share
 #: through it (a float 1e36 would be off in the 17th digit).
 E36 = str(10**36)
+#: Epochs per chunk of a raw-reading check: per chunk, one statement over that many documents
+#: (SQL checks) or one batch the parser reads (prices_match_raw). Small enough for a progress
+#: bar that moves and for two workers to share the work evenly, big enough that per-statement
+#: overhead stays negligible.
+RAW_CHUNK = 100
+PARSE_CHUNK = 25
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -146,13 +152,24 @@ def _epochs_normalized(conn: Connection, scope: Scope) -> Outcome:
     reads_raw=True,
 )
 def _operator_counts(conn: Connection, scope: Scope) -> Outcome:
+    rows = [r for part in scope.map(_operator_counts_part, conn, RAW_CHUNK) for r in part]
+    return Outcome(
+        _status(len(rows)),
+        len(rows),
+        rows[:MAX_EXAMPLES],
+        f"checked {scope.describe()}",
+        bad_epochs=frozenset(int(r["epoch"]) for r in rows),
+    )
+
+
+def _operator_counts_part(conn: Connection, epochs: list[int]) -> list[dict[str, Any]]:
     rows = conn.execute(
         text(
-            f"""
+            """
             WITH scope AS (
                 SELECT n.epoch, n.operator_count AS recorded
                 FROM epoch_normalizations n
-                WHERE {EPOCH_IN_SCOPE.format(col="n.epoch")}
+                WHERE n.epoch = ANY(CAST(:epochs AS integer[]))
             ), raw AS (
                 SELECT s.epoch, count(*) FILTER (WHERE r.priced) AS raw_count
                 FROM scope s
@@ -162,7 +179,7 @@ def _operator_counts(conn: Connection, scope: Scope) -> Outcome:
             ), normalized AS (
                 SELECT p.epoch, count(*) AS normalized_count
                 FROM operator_share_prices p
-                WHERE {EPOCH_IN_SCOPE.format(col="p.epoch")}
+                WHERE p.epoch = ANY(CAST(:epochs AS integer[]))
                 GROUP BY p.epoch
             )
             SELECT s.epoch, coalesce(r.raw_count, 0) AS raw,
@@ -173,16 +190,11 @@ def _operator_counts(conn: Connection, scope: Scope) -> Outcome:
             WHERE coalesce(r.raw_count, 0) <> coalesce(p.normalized_count, 0)
                OR coalesce(r.raw_count, 0) <> s.recorded
             ORDER BY s.epoch
-            """  # noqa: S608 - only constant SQL fragments are formatted in
+            """
         ),
-        scope.params,
+        {"epochs": epochs},
     ).all()
-    return Outcome(
-        _status(len(rows)),
-        len(rows),
-        [_row_dict(r) for r in rows[:MAX_EXAMPLES]],
-        f"checked {scope.describe()}",
-    )
+    return [_row_dict(r) for r in rows]
 
 
 @check(
@@ -192,72 +204,85 @@ def _operator_counts(conn: Connection, scope: Scope) -> Outcome:
     reads_raw=True,
 )
 def _prices_match_raw(conn: Connection, scope: Scope) -> Outcome:
-    from shareprice.chain import parser
-
-    epochs = (
-        scope.sample
-        if scope.sample is not None
-        else conn.execute(text("SELECT epoch FROM epoch_normalizations ORDER BY epoch"))
-        .scalars()
-        .all()
-    )
     count = compared = 0
     examples: list[dict[str, Any]] = []
     parse_errors: list[str] = []
-    batch_size = 25
-    for start in range(0, len(epochs), batch_size):
-        batch = list(epochs[start : start + batch_size])
-        # The chain's price history is the bulk of a storage dump and plays no part in prices:
-        # drop it in the database rather than ship and parse it.
-        docs = conn.execute(
-            text(
-                """
-                SELECT epoch,
-                       ((CASE jsonb_typeof(data) WHEN 'array' THEN data -> 0 ELSE data END)
-                         - 'operatorEpochSharePrice')::text AS doc
-                FROM epochs WHERE epoch = ANY(CAST(:batch AS integer[]))
-                ORDER BY epoch
-                """
-            ),
-            {"batch": batch},
-        ).all()
-        stored: dict[int, dict[int, int]] = {}
-        for r in conn.execute(
-            text(
-                "SELECT epoch, operator_id, share_price_perq FROM operator_share_prices "
-                "WHERE epoch = ANY(CAST(:batch AS integer[]))"
-            ),
-            {"batch": batch},
-        ):
-            stored.setdefault(r.epoch, {})[r.operator_id] = int(r.share_price_perq)
-        for doc in docs:
-            try:
-                record = parser.parse_document(doc.doc)
-            except parser.ParseError as exc:
-                parse_errors.append(str(exc))
-                continue
-            normalized = stored.get(doc.epoch, {})
-            for op in record.operators:
-                price = normalized.get(op.operator_id)
-                if price is None:
-                    continue
-                compared += 1
-                if price != op.share_price_perq:
-                    count += 1
-                    if len(examples) < MAX_EXAMPLES:
-                        examples.append(
-                            {
-                                "epoch": doc.epoch,
-                                "operator_id": op.operator_id,
-                                "normalized": str(price),
-                                "recomputed": str(op.share_price_perq),
-                            }
-                        )
+    bad: set[int] = set()
+    for part in scope.map(_prices_match_raw_part, conn, PARSE_CHUNK):
+        count += part.count
+        compared += part.compared
+        examples.extend(part.examples[: MAX_EXAMPLES - len(examples)])
+        parse_errors.extend(part.parse_errors)
+        bad.update(part.bad_epochs)
     note = f"checked {scope.describe()}: {compared:,} prices compared"
     if parse_errors:
         note += f"; {len(parse_errors)} raw document(s) no longer parse: {parse_errors[0]}"
     status: Status = "fail" if count or parse_errors else "pass"
-    return Outcome(status, count + len(parse_errors), examples, note)
+    return Outcome(status, count + len(parse_errors), examples, note, bad_epochs=frozenset(bad))
+
+
+@dataclass
+class _PricesPart:
+    count: int = 0
+    compared: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    parse_errors: list[str] = field(default_factory=list)
+    bad_epochs: list[int] = field(default_factory=list)
+
+
+def _prices_match_raw_part(conn: Connection, batch: list[int]) -> _PricesPart:
+    from shareprice.chain import parser
+
+    part = _PricesPart()
+    # The chain's price history is the bulk of a storage dump and plays no part in prices:
+    # drop it in the database rather than ship and parse it.
+    docs = conn.execute(
+        text(
+            """
+            SELECT epoch,
+                   ((CASE jsonb_typeof(data) WHEN 'array' THEN data -> 0 ELSE data END)
+                     - 'operatorEpochSharePrice')::text AS doc
+            FROM epochs WHERE epoch = ANY(CAST(:batch AS integer[]))
+            ORDER BY epoch
+            """
+        ),
+        {"batch": batch},
+    ).all()
+    stored: dict[int, dict[int, int]] = {}
+    for r in conn.execute(
+        text(
+            "SELECT epoch, operator_id, share_price_perq FROM operator_share_prices "
+            "WHERE epoch = ANY(CAST(:batch AS integer[]))"
+        ),
+        {"batch": batch},
+    ):
+        stored.setdefault(r.epoch, {})[r.operator_id] = int(r.share_price_perq)
+    for doc in docs:
+        try:
+            record = parser.parse_document(doc.doc)
+        except parser.ParseError as exc:
+            part.parse_errors.append(str(exc))
+            part.bad_epochs.append(doc.epoch)
+            continue
+        normalized = stored.get(doc.epoch, {})
+        for op in record.operators:
+            price = normalized.get(op.operator_id)
+            if price is None:
+                continue
+            part.compared += 1
+            if price != op.share_price_perq:
+                part.count += 1
+                part.bad_epochs.append(doc.epoch)
+                if len(part.examples) < MAX_EXAMPLES:
+                    part.examples.append(
+                        {
+                            "epoch": doc.epoch,
+                            "operator_id": op.operator_id,
+                            "normalized": str(price),
+                            "recomputed": str(op.share_price_perq),
+                        }
+                    )
+    return part
 
 
 @check(
@@ -364,12 +389,43 @@ def _chain_prices_agree(conn: Connection, scope: Scope) -> Outcome:
     reads_raw=True,
 )
 def _no_phantom_operators(conn: Connection, scope: Scope) -> Outcome:
+    per_operator: dict[int, dict[str, Any]] = {}
+    bad: set[int] = set()
+    for part in scope.map(_no_phantom_operators_part, conn, RAW_CHUNK):
+        for operator_id, rows, epochs in part:
+            seen = per_operator.setdefault(operator_id, {"rows": 0, "epochs": set()})
+            seen["rows"] += rows
+            seen["epochs"].update(epochs)
+            bad.update(epochs)
+    count = sum(v["rows"] for v in per_operator.values())
+    examples = [
+        {
+            "operator_id": operator_id,
+            "rows": v["rows"],
+            "first_epoch": min(v["epochs"]),
+            "last_epoch": max(v["epochs"]),
+        }
+        for operator_id, v in sorted(per_operator.items())[:MAX_EXAMPLES]
+    ]
+    return Outcome(
+        _status(count),
+        count,
+        examples,
+        f"checked {scope.describe()}; {len(per_operator):,} unknown operator id(s)",
+        bad_epochs=frozenset(bad),
+    )
+
+
+def _no_phantom_operators_part(
+    conn: Connection, epochs: list[int]
+) -> list[tuple[int, int, list[int]]]:
+    """(operator_id, phantom rows, their epochs) in these epochs."""
     rows = conn.execute(
         text(
-            f"""
+            """
             WITH scope AS (
                 SELECT n.epoch FROM epoch_normalizations n
-                WHERE {EPOCH_IN_SCOPE.format(col="n.epoch")}
+                WHERE n.epoch = ANY(CAST(:epochs AS integer[]))
             ), registry AS (
                 SELECT s.epoch, r.operator_id
                 FROM scope s
@@ -384,20 +440,13 @@ def _no_phantom_operators(conn: Connection, scope: Scope) -> Outcome:
                     WHERE g.epoch = p.epoch AND g.operator_id = p.operator_id
                 )
             )
-            SELECT operator_id, count(*) AS rows, min(epoch) AS first_epoch,
-                   max(epoch) AS last_epoch
+            SELECT operator_id, count(*) AS rows, array_agg(DISTINCT epoch) AS epochs
             FROM phantom GROUP BY operator_id ORDER BY operator_id
-            """  # noqa: S608 - only constant SQL fragments are formatted in
+            """
         ),
-        scope.params,
+        {"epochs": epochs},
     ).all()
-    count = sum(int(r.rows) for r in rows)
-    return Outcome(
-        _status(count),
-        count,
-        [_row_dict(r) for r in rows[:MAX_EXAMPLES]],
-        f"checked {scope.describe()}; {len(rows):,} unknown operator id(s)",
-    )
+    return [(int(r.operator_id), int(r.rows), [int(e) for e in r.epochs]) for r in rows]
 
 
 #: Operator statuses (parser: partialStatus key) under which a falling price is expected.
@@ -483,42 +532,15 @@ ANALYTICS_V2 = "comprehensive_analytics_v2"
     reads_raw=True,
 )
 def _comprehensive_analytics_agree(conn: Connection, scope: Scope) -> Outcome:
-    # Only epochs normalized from their current document: a gap or a stale epoch is
-    # epochs_normalized's fault, not a disagreement of the two definitions.
-    rows = conn.execute(
-        text(
-            f"""
-            WITH scope AS (
-                SELECT n.epoch FROM epoch_normalizations n
-                JOIN epochs e ON e.epoch = n.epoch AND e.revision = n.revision
-                WHERE {EPOCH_IN_SCOPE.format(col="n.epoch")}
-            ), v1 AS (
-                -- The sample filter is repeated on the view itself: a condition on its grouping
-                -- column is pushed down into it, so only sampled documents are read.
-                SELECT a.* FROM {ANALYTICS_V1} a
-                WHERE {EPOCH_IN_SCOPE.format(col="a.epoch")}
-                  AND a.epoch IN (SELECT epoch FROM scope)
-            ), v2 AS (
-                SELECT a.* FROM {ANALYTICS_V2} a
-                WHERE {EPOCH_IN_SCOPE.format(col="a.epoch")}
-                  AND a.epoch IN (SELECT epoch FROM scope)
-            )
-            SELECT coalesce(v1.epoch, v2.epoch) AS epoch,
-                   to_jsonb(v1) AS v1, to_jsonb(v2) AS v2
-            FROM v1 FULL JOIN v2 ON v2.epoch = v1.epoch
-            WHERE to_jsonb(v1) IS DISTINCT FROM to_jsonb(v2)
-            ORDER BY 1
-            """  # noqa: S608 - only constant names and SQL fragments are formatted in
-        ),
-        scope.params,
-    ).all()
+    rows = [r for part in scope.map(_analytics_part, conn, RAW_CHUNK) for r in part]
     examples = []
-    for r in rows[:MAX_EXAMPLES]:
-        v1, v2 = r.v1 or {}, r.v2 or {}
-        differing = sorted(k for k in set(v1) | set(v2) if v1.get(k) != v2.get(k))
+    for epoch, v1, v2 in rows[:MAX_EXAMPLES]:
+        differing = sorted(
+            k for k in set(v1 or {}) | set(v2 or {}) if (v1 or {}).get(k) != (v2 or {}).get(k)
+        )
         examples.append(
             {
-                "epoch": r.epoch,
+                "epoch": epoch,
                 "columns": ", ".join(differing) if v1 and v2 else "row missing",
                 "v1": {k: _num(v1.get(k)) for k in differing} if v1 else None,
                 "v2": {k: _num(v2.get(k)) for k in differing} if v2 else None,
@@ -529,7 +551,43 @@ def _comprehensive_analytics_agree(conn: Connection, scope: Scope) -> Outcome:
         len(rows),
         examples,
         f"compared {ANALYTICS_V1} and {ANALYTICS_V2} on " + scope.describe(),
+        bad_epochs=frozenset(epoch for epoch, _, _ in rows),
     )
+
+
+def _analytics_part(
+    conn: Connection, epochs: list[int]
+) -> list[tuple[int, dict[str, Any] | None, dict[str, Any] | None]]:
+    # Only epochs normalized from their current document: a gap or a stale epoch is
+    # epochs_normalized's fault, not a disagreement of the two definitions.
+    rows = conn.execute(
+        text(
+            f"""
+            WITH scope AS (
+                SELECT n.epoch FROM epoch_normalizations n
+                JOIN epochs e ON e.epoch = n.epoch AND e.revision = n.revision
+                WHERE n.epoch = ANY(CAST(:epochs AS integer[]))
+            ), v1 AS (
+                -- The epoch filter is repeated on the view itself: a condition on its grouping
+                -- column is pushed down into it, so only these documents are read.
+                SELECT a.* FROM {ANALYTICS_V1} a
+                WHERE a.epoch = ANY(CAST(:epochs AS integer[]))
+                  AND a.epoch IN (SELECT epoch FROM scope)
+            ), v2 AS (
+                SELECT a.* FROM {ANALYTICS_V2} a
+                WHERE a.epoch = ANY(CAST(:epochs AS integer[]))
+                  AND a.epoch IN (SELECT epoch FROM scope)
+            )
+            SELECT coalesce(v1.epoch, v2.epoch) AS epoch,
+                   to_jsonb(v1) AS v1, to_jsonb(v2) AS v2
+            FROM v1 FULL JOIN v2 ON v2.epoch = v1.epoch
+            WHERE to_jsonb(v1) IS DISTINCT FROM to_jsonb(v2)
+            ORDER BY 1
+            """  # noqa: S608 - only constant view names are formatted in
+        ),
+        {"epochs": epochs},
+    ).all()
+    return [(int(r.epoch), r.v1, r.v2) for r in rows]
 
 
 @check(

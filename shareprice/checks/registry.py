@@ -6,13 +6,20 @@ one decorated function in `definitions.py` and nothing else.
 
 A check proves one property, returns pass / warn / fail with the number of offending rows and up
 to MAX_EXAMPLES examples; the runner adds its name, timing and what it proves.
+
+The checks that read raw JSON are the expensive ones (the raw documents are gigabytes at seed
+scale), so they see an explicit list of epochs (`Scope.epochs`: all of them, the ones changed
+since they were last verified, or a sample) and walk it in chunks through `Scope.map`, which the
+runner backs with its own connection or with worker processes sharing its snapshot. A raw check
+also says which epochs it found at fault (`Outcome.bad_epochs`): only the others are recorded
+as verified, so a fault stays visible to every later incremental run until it is fixed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection
 
@@ -29,6 +36,9 @@ class Outcome:
     count: int
     examples: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
+    #: Raw-reading checks: the epochs of their scope found at fault (None: cannot say, so no
+    #: epoch of the run counts as verified).
+    bad_epochs: frozenset[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,33 @@ class CheckResult:
         }
 
 
+T = TypeVar("T")
+
+#: Which epochs the raw-reading checks cover: every normalized epoch, those whose raw document or
+#: normalized rows changed since they were last verified, or a seeded sample.
+Mode = Literal["full", "incremental", "sample"]
+
+
+class EpochMapper(Protocol):
+    """Runs `func(conn, chunk)` over `epochs` in chunks, results in order (see Scope.map)."""
+
+    def __call__(
+        self, func: Callable[[Connection, list[int]], T], epochs: Sequence[int], chunk: int
+    ) -> Iterator[T]: ...
+
+
+def serial_mapper(conn: Connection) -> EpochMapper:
+    """Chunks one after the other on the run's own connection."""
+
+    def run(
+        func: Callable[[Connection, list[int]], T], epochs: Sequence[int], chunk: int
+    ) -> Iterator[T]:
+        for start in range(0, len(epochs), chunk):
+            yield func(conn, list(epochs[start : start + chunk]))
+
+    return run
+
+
 @dataclass(frozen=True)
 class Scope:
     """Which epochs the raw-reading checks look at."""
@@ -63,19 +100,66 @@ class Scope:
     sample: list[int] | None
     sample_size: int | None
     seed: int
+    mode: Mode = "full"
+    #: The epochs the raw-reading checks cover, sorted (None: all normalized epochs).
+    epochs: list[int] | None = None
+    #: How a raw check walks `epochs` (set by the runner; not part of the scope's identity).
+    mapper: EpochMapper | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
-        if self.sample is None:
+        if self.mode == "sample" or (self.sample is not None and self.epochs is None):
+            sample = self.sample or []
+            return (
+                f"a seeded sample of {len(sample):,} of {self.normalized_epochs:,} "
+                f"normalized epochs (seed {self.seed})"
+            )
+        if self.epochs is None or len(self.epochs) == self.normalized_epochs:
             return f"all {self.normalized_epochs:,} normalized epochs"
+        unchanged = self.normalized_epochs - len(self.epochs)
         return (
-            f"a seeded sample of {len(self.sample):,} of {self.normalized_epochs:,} "
-            f"normalized epochs (seed {self.seed})"
+            f"{len(self.epochs):,} of {self.normalized_epochs:,} normalized epochs, those changed "
+            f"since last verified ({unchanged:,} unchanged)"
         )
 
     @property
     def params(self) -> dict[str, Any]:
-        """Bind `:sample` (NULL = all) for the SQL filter `epoch_in_scope`."""
-        return {"sample": self.sample}
+        """Bind `:sample` (NULL = all) for the SQL filter `EPOCH_IN_SCOPE`."""
+        return {"sample": self.epochs if self.epochs is not None else self.sample}
+
+    def map(
+        self,
+        func: Callable[[Connection, list[int]], T],
+        conn: Connection,
+        chunk: int,
+    ) -> Iterator[T]:
+        """`func(conn, chunk_of_epochs)` over the scope's epochs, results in order; through the
+        runner's mapper (maybe worker processes), else serially on `conn`. `func` must be a
+        module-level function returning plain data (it may run in another process)."""
+        if self.epochs is None:
+            epochs = [
+                int(e)
+                for e in conn.exec_driver_sql(
+                    "SELECT epoch FROM epoch_normalizations ORDER BY epoch"
+                ).scalars()
+            ]
+        else:
+            epochs = self.epochs
+        mapper = self.mapper or serial_mapper(conn)
+        return mapper(func, epochs, chunk)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "raw_epochs": self.raw_epochs,
+            "normalized_epochs": self.normalized_epochs,
+            "mode": self.mode,
+            "sample": self.sample,
+            "sample_size": self.sample_size,
+            "seed": self.seed,
+            "raw_checked_epochs": (
+                len(self.epochs) if self.epochs is not None else self.normalized_epochs
+            ),
+            "description": self.describe(),
+        }
 
 
 # Used by raw-reading checks: `(:sample IS NULL OR e.epoch = ANY(:sample))`.

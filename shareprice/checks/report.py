@@ -37,7 +37,7 @@ def history_table(runs: Sequence[HistoryRun]) -> list[dict[str, Any]]:
             "started": run.started_at,
             "status": run.status,
             "seconds": round(run.seconds, 2),
-            "scope": f"sample {run.sample_size}" if run.sample_size else "all",
+            "scope": run.scope_label,
             "by": run.source,
         }
         for name in names:
@@ -72,4 +72,6 @@ def format_table(run: CheckRun) -> str:
         f"{sum(r.status == 'pass' for r in run.results)} passed on {run.scope.describe()} "
         f"in {run.seconds:.2f}s"
     )
+    if run.verification_note:
+        lines.append(run.verification_note)
     return "\n".join(lines)

@@ -9,16 +9,21 @@ role (the dashboard's reader) skips saving with a reason instead of failing the 
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing as mp
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg import sql as psql
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
 
 import shareprice.checks.definitions  # noqa: F401 - importing it registers the checks
 from shareprice.checks.registry import (
@@ -27,14 +32,29 @@ from shareprice.checks.registry import (
     STATUS_ORDER,
     Check,
     CheckResult,
+    EpochMapper,
+    Mode,
     Outcome,
     Scope,
     Status,
+    T,
     select_checks,
+    serial_mapper,
 )
+from shareprice.errors import ShareError, error_line
+from shareprice.store import db
 
 #: SQLSTATEs that mean "this role may not write": insufficient_privilege, read_only_sql_transaction.
 READ_ONLY_SQLSTATES = frozenset({"42501", "25006"})
+
+
+@dataclass(frozen=True)
+class Verified:
+    """An epoch every raw-reading check found correct, with what it was found correct at."""
+
+    epoch: int
+    revision: int
+    rows_digest: str
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,10 @@ class CheckRun:
     scope: Scope
     results: list[CheckResult]
     only: list[str] | None
+    #: Epochs to record in epoch_verifications when the run is saved.
+    verified: list[Verified] = field(default_factory=list)
+    #: Why no epoch counts as verified (e.g. `--only` left raw checks out), else "".
+    verification_note: str = ""
 
     @property
     def status(self) -> Status:
@@ -58,7 +82,9 @@ class CheckRun:
             "status": self.status,
             "started_at": self.started_at.isoformat(),
             "seconds": round(self.seconds, 4),
-            "scope": asdict(self.scope) | {"description": self.scope.describe()},
+            "scope": self.scope.to_json(),
+            "verified_epochs": len(self.verified),
+            "verification_note": self.verification_note,
             "checks": [r.to_json() for r in self.results],
         }
 
@@ -70,24 +96,59 @@ def sample_epochs(all_epochs: Sequence[int], size: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(list(all_epochs), size))
 
 
+#: Fewer epochs than this are read on the run's own connection even when workers are allowed:
+#: starting processes (spawn, imports, a connection each) costs about a second.
+PARALLEL_FROM_EPOCHS = 200
+
+#: Progress of the raw-reading checks: (epochs done, epochs to do) over all of them.
+ProgressCallback = Callable[[int, int], None]
+
+# Per normalized epoch: the digest of its rows now (sql/041) and whether it still matches its
+# last verification (raw revision and digest). Small: one row per epoch.
+_DIGESTS_SQL = """
+SELECT d.epoch, d.revision, d.rows_digest,
+       (v.epoch IS NOT NULL AND v.revision = d.revision AND v.rows_digest = d.rows_digest)
+           AS unchanged
+FROM epoch_rows_digests() d
+LEFT JOIN epoch_verifications v ON v.epoch = d.epoch
+ORDER BY d.epoch
+"""
+
+
 def run_checks(
     engine: Engine,
     *,
     only: Sequence[str] | None = None,
     sample: int | None = None,
     seed: int = 0,
+    full: bool = False,
+    workers: int = 1,
     statement_timeout_s: float | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
     on_start: Callable[[Check], None] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> CheckRun:
-    """Run the checks on one consistent snapshot; a check that errors is reported as failed."""
+    """Run the checks on one consistent snapshot; a check that errors is reported as failed.
+
+    Which epochs the raw-reading checks read: `sample` a seeded sample of that many, `full`
+    every normalized epoch, else (incremental) those whose raw revision or normalized rows
+    changed since their last verification. `workers` > 1 spreads the raw checks' chunks over
+    that many processes, all reading the run's snapshot. The checks that do not read raw JSON
+    always cover everything.
+    """
     selected = select_checks(only)
     if sample is not None and sample <= 0:
         raise ValueError("--sample must be a positive number of epochs")
+    if sample is not None and full:
+        raise ValueError("--sample and --full exclude each other: a sample is not every epoch")
+    if workers < 1:
+        raise ValueError("--workers must be at least 1")
     started_at = datetime.now().astimezone()
     started = time.perf_counter()
     results: list[CheckResult] = []
-    with engine.connect() as conn:
+    raw_checks = [c for c in selected if c.reads_raw]
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(engine.connect())
         conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         if statement_timeout_s:
             conn.execute(
@@ -95,14 +156,50 @@ def run_checks(
                 {"ms": str(int(statement_timeout_s * 1000))},
             )
         raw_epochs = int(conn.execute(text("SELECT count(*) FROM epochs")).scalar_one())
-        normalized = conn.execute(text("SELECT epoch FROM epoch_normalizations ORDER BY epoch"))
-        normalized_epochs = normalized.scalars().all()
+        digests = conn.execute(text(_DIGESTS_SQL)).all() if raw_checks else []
+        if raw_checks:
+            normalized_epochs = [int(r.epoch) for r in digests]
+        else:
+            normalized_epochs = [
+                int(e)
+                for e in conn.execute(
+                    text("SELECT epoch FROM epoch_normalizations ORDER BY epoch")
+                ).scalars()
+            ]
+        chosen = sample_epochs(normalized_epochs, sample, seed) if sample else None
+        mode: Mode
+        if chosen is not None:
+            mode, epochs = "sample", chosen
+        elif full:
+            mode, epochs = "full", normalized_epochs
+        else:
+            mode, epochs = "incremental", [int(r.epoch) for r in digests if not r.unchanged]
+        progress = _Progress(on_progress, len(epochs) * len(raw_checks))
+        mapper = serial_mapper(conn)
+        if workers > 1 and len(epochs) >= PARALLEL_FROM_EPOCHS and raw_checks:
+            snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    max_workers=workers,
+                    mp_context=mp.get_context("spawn"),
+                    initializer=_worker_start,
+                    initargs=(
+                        db.libpq_url(engine),
+                        str(snapshot),
+                        int(statement_timeout_s * 1000) if statement_timeout_s else 0,
+                    ),
+                )
+            )
+            mapper = _pool_mapper(pool)
         scope = Scope(
             raw_epochs=raw_epochs,
             normalized_epochs=len(normalized_epochs),
-            sample=sample_epochs(normalized_epochs, sample, seed) if sample else None,
+            sample=chosen,
             sample_size=sample,
             seed=seed,
+            mode=mode,
+            epochs=epochs,
+            mapper=progress.wrap(mapper),
         )
         for item in selected:
             if on_start:
@@ -114,8 +211,10 @@ def run_checks(
                 conn.exec_driver_sql("RELEASE SAVEPOINT one_check")
             except sa.exc.DBAPIError as exc:
                 conn.exec_driver_sql("ROLLBACK TO SAVEPOINT one_check")
-                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-                outcome = Outcome("fail", 0, [], f"could not run: {reason}")
+                outcome = Outcome("fail", 0, [], f"could not run: {error_line(exc)}")
+            except ShareError as exc:  # e.g. a worker lost its connection
+                conn.exec_driver_sql("ROLLBACK TO SAVEPOINT one_check")
+                outcome = Outcome("fail", 0, [], f"could not run: {exc}")
             result = CheckResult(
                 name=item.name,
                 proves=item.proves,
@@ -126,16 +225,137 @@ def run_checks(
                 note=outcome.note,
             )
             results.append(result)
+            if item.reads_raw:
+                progress.check_done()
+                if outcome.bad_epochs is None:
+                    progress.unverifiable(item.name)
+                else:
+                    progress.bad.update(outcome.bad_epochs)
             if on_result:
                 on_result(result)
         conn.exec_driver_sql("COMMIT")
+    verified: list[Verified] = []
+    note = ""
+    missing = [c.name for c in CHECKS if c.reads_raw and c not in raw_checks]
+    if not raw_checks:
+        pass
+    elif missing:
+        note = f"no epoch recorded as verified: {', '.join(missing)} did not run"
+    elif progress.unverifiable_checks:
+        note = (
+            "no epoch recorded as verified: "
+            f"{', '.join(progress.unverifiable_checks)} could not say which epochs are at fault"
+        )
+    else:
+        covered = set(epochs)
+        verified = [
+            Verified(int(r.epoch), int(r.revision), str(r.rows_digest))
+            for r in digests
+            if r.epoch in covered and r.epoch not in progress.bad
+        ]
     return CheckRun(
         started_at=started_at,
         seconds=time.perf_counter() - started,
         scope=scope,
         results=results,
         only=list(only) if only else None,
+        verified=verified,
+        verification_note=note,
     )
+
+
+class _Progress:
+    """Counts the raw checks' epochs as their chunks come back, for one progress callback."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
+        self.callback = callback
+        self.total = total
+        self.done = 0
+        self.finished_checks = 0
+        self.per_check = 0
+        self.bad: set[int] = set()
+        self.unverifiable_checks: list[str] = []
+
+    def wrap(self, mapper: EpochMapper) -> EpochMapper:
+        def run(
+            func: Callable[[Connection, list[int]], T], epochs: Sequence[int], chunk: int
+        ) -> Iterator[T]:
+            self.per_check = len(epochs)
+            for start, result in zip(
+                range(0, len(epochs), chunk), mapper(func, epochs, chunk), strict=True
+            ):
+                self.done = min(
+                    self.finished_checks * self.per_check + start + chunk,
+                    (self.finished_checks + 1) * self.per_check,
+                )
+                if self.callback:
+                    self.callback(self.done, self.total)
+                yield result
+
+        return run
+
+    def check_done(self) -> None:
+        self.finished_checks += 1
+
+    def unverifiable(self, name: str) -> None:
+        self.unverifiable_checks.append(name)
+
+
+# --- worker processes for --full: each holds one connection inside the run's snapshot ---------
+
+_worker_conn: Connection | None = None
+
+
+def _worker_start(conninfo: str, snapshot: str, timeout_ms: int) -> None:
+    """Open this worker's connection and enter the coordinator's exported snapshot, so every
+    chunk reads exactly what the coordinator's checks read."""
+    global _worker_conn
+    engine = sa.create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: db.connect(conninfo, application_name="shareprice check worker"),
+        poolclass=NullPool,
+    )
+    conn = engine.connect()
+    conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute(psql.SQL("SET TRANSACTION SNAPSHOT {}").format(psql.Literal(snapshot)))
+    if timeout_ms:
+        conn.execute(
+            text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(timeout_ms)}
+        )
+    _worker_conn = conn
+
+
+def _worker_call(func: Callable[[Connection, list[int]], T], chunk: list[int]) -> T:
+    if _worker_conn is None:
+        raise ShareError("check worker has no connection")
+    # A failed statement must not abort the worker's snapshot transaction for the next chunk;
+    # driver errors do not pickle reliably, so the coordinator gets their masked first line.
+    _worker_conn.exec_driver_sql("SAVEPOINT chunk")
+    try:
+        result = func(_worker_conn, chunk)
+    except sa.exc.DBAPIError as exc:
+        _worker_conn.exec_driver_sql("ROLLBACK TO SAVEPOINT chunk")
+        raise ShareError(error_line(exc)) from None
+    _worker_conn.exec_driver_sql("RELEASE SAVEPOINT chunk")
+    return result
+
+
+def _pool_mapper(pool: ProcessPoolExecutor) -> EpochMapper:
+    def run(
+        func: Callable[[Connection, list[int]], T], epochs: Sequence[int], chunk: int
+    ) -> Iterator[T]:
+        chunks = [list(epochs[i : i + chunk]) for i in range(0, len(epochs), chunk)]
+        futures = [pool.submit(_worker_call, func, c) for c in chunks]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    return run
 
 
 # ----------------------------------------------------------------------------- persistence
@@ -186,6 +406,9 @@ def save_run(engine: Engine, run: CheckRun, source: str = "cli") -> SaveResult:
                         {
                             "raw_epochs": run.scope.raw_epochs,
                             "normalized_epochs": run.scope.normalized_epochs,
+                            "mode": run.scope.mode,
+                            "raw_checked_epochs": run.scope.to_json()["raw_checked_epochs"],
+                            "verified_epochs": len(run.verified),
                         }
                     ).decode(),
                 },
@@ -213,6 +436,8 @@ def save_run(engine: Engine, run: CheckRun, source: str = "cli") -> SaveResult:
                     for i, r in enumerate(run.results)
                 ],
             )
+            if run.verified:
+                _record_verifications(conn, run, int(run_id))
         return SaveResult(int(run_id))
     except sa.exc.DBAPIError as exc:
         if is_read_only_error(exc):
@@ -222,6 +447,37 @@ def save_run(engine: Engine, run: CheckRun, source: str = "cli") -> SaveResult:
                 "in the history. Run `shareprice check` with the main database URL to record it.",
             )
         raise
+
+
+def _record_verifications(conn: Connection, run: CheckRun, run_id: int) -> None:
+    """Upsert the run's verified epochs; epochs of its scope found at fault lose theirs."""
+    conn.execute(
+        text(
+            """
+            INSERT INTO epoch_verifications (epoch, revision, rows_digest, verified_at, run_id)
+            SELECT v.epoch, v.revision, v.rows_digest, :at, :run_id
+            FROM unnest(CAST(:epochs AS integer[]), CAST(:revisions AS bigint[]),
+                        CAST(:digests AS text[])) AS v(epoch, revision, rows_digest)
+            ON CONFLICT (epoch) DO UPDATE
+               SET revision = EXCLUDED.revision, rows_digest = EXCLUDED.rows_digest,
+                   verified_at = EXCLUDED.verified_at, run_id = EXCLUDED.run_id
+            """
+        ),
+        {
+            "epochs": [v.epoch for v in run.verified],
+            "revisions": [v.revision for v in run.verified],
+            "digests": [v.rows_digest for v in run.verified],
+            "at": run.started_at,
+            "run_id": run_id,
+        },
+    )
+    verified = {v.epoch for v in run.verified}
+    at_fault = [e for e in (run.scope.epochs or []) if e not in verified]
+    if at_fault:
+        conn.execute(
+            text("DELETE FROM epoch_verifications WHERE epoch = ANY(CAST(:epochs AS integer[]))"),
+            {"epochs": at_fault},
+        )
 
 
 @dataclass(frozen=True)
@@ -234,6 +490,18 @@ class HistoryRun:
     source: str
     #: name -> (status, count, seconds)
     checks: dict[str, tuple[str, int, float]]
+    #: full / incremental / sample ("" for runs recorded before incremental checks).
+    mode: str = ""
+    #: Epochs the raw-reading checks read (None: not recorded).
+    raw_checked_epochs: int | None = None
+
+    @property
+    def scope_label(self) -> str:
+        if self.sample_size:
+            return f"sample {self.sample_size}"
+        if self.mode == "incremental":
+            return f"incremental ({self.raw_checked_epochs or 0:,} re-read)"
+        return "all"
 
 
 def history(engine: Engine, limit: int = 50) -> list[HistoryRun]:
@@ -241,7 +509,9 @@ def history(engine: Engine, limit: int = 50) -> list[HistoryRun]:
     with engine.connect() as conn:
         runs = conn.execute(
             text(
-                "SELECT run_id, started_at, seconds, status, sample_size, source "
+                "SELECT run_id, started_at, seconds, status, sample_size, source, "
+                "scale ->> 'mode' AS mode, "
+                "CAST(scale ->> 'raw_checked_epochs' AS integer) AS raw_checked "
                 "FROM integrity_runs ORDER BY run_id DESC LIMIT :limit"
             ),
             {"limit": limit},
@@ -266,6 +536,8 @@ def history(engine: Engine, limit: int = 50) -> list[HistoryRun]:
             r.sample_size,
             r.source,
             per_run[r.run_id],
+            r.mode or "",
+            r.raw_checked,
         )
         for r in runs
     ]
@@ -279,7 +551,9 @@ def load_results(
     with engine.connect() as conn:
         run = conn.execute(
             text(
-                "SELECT run_id, started_at, seconds, status, sample_size, source "
+                "SELECT run_id, started_at, seconds, status, sample_size, source, "
+                "scale ->> 'mode' AS mode, "
+                "CAST(scale ->> 'raw_checked_epochs' AS integer) AS raw_checked "
                 "FROM integrity_runs WHERE run_id = coalesce(CAST(:id AS bigint), "
                 "(SELECT max(run_id) FROM integrity_runs))"
             ),
@@ -315,5 +589,7 @@ def load_results(
         run.sample_size,
         run.source,
         {r.name: (r.status, r.count, r.seconds) for r in results},
+        run.mode or "",
+        run.raw_checked,
     )
     return summary, results

@@ -1,0 +1,197 @@
+"""`shareprice check`: the integrity checks in a terminal, a deploy gate by exit status.
+
+By default incremental: the checks that read raw JSON (gigabytes at seed scale) re-read only the
+epochs whose raw document or normalized rows changed since they were last verified, so it is
+cheap enough after every follow batch; `--full` re-reads everything on all cores. Runs over a
+second draw a progress bar on stderr, as the backfill does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TextIO
+
+import click
+import orjson
+
+from shareprice.cli.common import engine_for, friendly_errors, url_option
+
+#: Draw nothing for runs shorter than this: a quick incremental run prints just its table.
+BAR_AFTER_S = 1.0
+
+
+class CheckProgress:
+    """One line on stderr while the checks run: the current check, and the raw checks' epochs
+    done/total with a rate and ETA. Redrawn on a terminal; a line every few seconds otherwise
+    (logs stay readable); nothing before BAR_AFTER_S has passed."""
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool = True) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = self.stream.isatty()
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.drawn = False
+        self.check = ""
+        self.done = 0
+        self.total = 0
+
+    def on_start(self, item) -> None:
+        self.check = item.name
+        self.draw()
+
+    def on_progress(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        self.draw()
+
+    def draw(self) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        elapsed = now - self.started
+        if elapsed < BAR_AFTER_S or now - self.last < (0.2 if self.tty else 5.0):
+            return
+        self.last = now
+        width = 24
+        total = max(self.total, 1)
+        filled = int(width * self.done / total)
+        rate = self.done / max(elapsed, 1e-6)
+        eta = f"{(self.total - self.done) / rate:.0f}s" if rate > 0 else "?"
+        line = (
+            f"check [{'#' * filled}{'.' * (width - filled)}] {self.done:,}/{self.total:,} "
+            f"raw epoch reads {100 * self.done / total:5.1f}%  ETA {eta}  {self.check}"
+        )
+        if self.tty:
+            self.stream.write("\r" + line[:110].ljust(110))
+            self.drawn = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+def _echo_json(data: object) -> None:
+    click.echo(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode())
+
+
+@click.command("check")
+@url_option
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="NAME",
+    help="Run only this check (repeatable). Names: see `shareprice check --list`.",
+)
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Checks that read raw JSON re-read every normalized epoch (default: only epochs whose "
+    "raw document or normalized rows changed since they were last verified).",
+)
+@click.option(
+    "--sample",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Checks that read raw JSON look at a seeded sample of N normalized epochs instead.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --sample.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Processes for the raw-reading checks when many epochs are to be read [all cores].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--no-save",
+    is_flag=True,
+    help="Record nothing: neither the run in integrity_runs nor the epochs it verified.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--list", "list_checks", is_flag=True, help="List the checks and what each proves.")
+@friendly_errors
+def check_cmd(
+    url: str | None,
+    only: tuple[str, ...],
+    full: bool,
+    sample: int | None,
+    seed: int,
+    workers: int | None,
+    as_json: bool,
+    no_save: bool,
+    quiet: bool,
+    list_checks: bool,
+) -> None:
+    """Prove the normalized tables agree with the raw epochs; exit 1 when any check fails.
+
+    Prints one line per check (status, offending rows, seconds, what was covered) and examples
+    of what failed; `--json` prints {"checks": [{"name", "status", "count", "examples",
+    "seconds"}, ...], "scope": {"mode", "raw_checked_epochs", ...}}. Warnings (e.g. a slashed
+    operator's falling price) do not fail the run. A saved run records the epochs every raw
+    check found correct (epoch_verifications), which the next incremental run skips while their
+    raw revision and the digest of their normalized rows stay the same.
+    """
+    from shareprice import checks
+
+    if list_checks:
+        for item in checks.CHECKS:
+            click.echo(f"{item.name}{' (reads raw JSON)' if item.reads_raw else ''}")
+            click.echo(f"    {item.proves}")
+        return
+    if full and sample is not None:
+        raise click.UsageError(
+            "--full and --sample exclude each other: a sample is not every epoch"
+        )
+    if sample is not None and sample <= 0:
+        raise click.UsageError("--sample must be a positive number of epochs")
+    try:
+        checks.select_checks(only)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    engine = engine_for(url)
+    bar = CheckProgress(enabled=not quiet)
+    try:
+        run = checks.run_checks(
+            engine,
+            only=only or None,
+            sample=sample,
+            seed=seed,
+            full=full,
+            workers=workers or os.cpu_count() or 1,
+            on_start=bar.on_start,
+            on_progress=bar.on_progress,
+        )
+    finally:
+        bar.close()
+    saved = None if no_save else checks.save_run(engine, run, source="cli")
+    if as_json:
+        data = run.to_json()
+        if saved is not None:
+            data["saved_run_id"] = saved.run_id
+            if saved.message:
+                data["not_saved"] = saved.message
+        _echo_json(data)
+    else:
+        click.echo(checks.format_table(run))
+        if saved is not None and saved.saved:
+            click.echo(
+                f"recorded as integrity run {saved.run_id}"
+                + (f"; {len(run.verified):,} epoch(s) verified" if run.verified else "")
+            )
+        elif saved is not None:
+            click.echo(saved.message, err=True)
+    if run.failed:
+        sys.exit(1)
+
+
+commands: list[click.Command] = [check_cmd]
+bench_commands: list[click.Command] = []
