@@ -371,3 +371,13 @@ def test_sql_and_parser_paths_give_the_same_rows(api_db):
         v1 = queries.epoch_rows_v1(engine, **kwargs)
         assert [orjson.loads(r) for r in v2.rows] == [orjson.loads(r) for r in v1.rows]
         assert len(v2.rows) > 0
+
+
+def test_large_bodies_are_sent_gzipped_to_clients_that_accept_it(server):
+    plain = server.get("/api/epochs-v2", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and len(plain.content) > 32 * 1024
+    for _ in range(2):  # computed, then from the cache
+        packed = server.get("/api/epochs-v2", headers={"Accept-Encoding": "gzip"})
+        assert packed.headers["content-encoding"] == "gzip"
+        assert int(packed.headers["content-length"]) < len(plain.content) / 3
+        assert packed.json() == plain.json()

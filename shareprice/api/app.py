@@ -10,6 +10,7 @@ SHAREPRICE_API_CORS names origins.
 
 from __future__ import annotations
 
+import gzip
 import html
 import io
 import logging
@@ -17,6 +18,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -164,24 +166,31 @@ class ResponseCache:
     """Bodies of data responses, keyed by path, parameters and ETag (the data version), so a
     repeated request is answered from memory until the next backfill write makes its key
     unreachable. Bounded in bytes (least recently used out first). Concurrent misses of one key
-    compute it once: the others wait for the first and read its body."""
+    compute it once: the others wait for the first and read its body.
+
+    Large bodies are also kept gzip-compressed (once, when stored) and sent that way to clients
+    that accept it: the old rows of every epoch are 2.3 MB of JSON for 4 operators (13 MB for
+    64), ~7x smaller compressed, and pushing megabytes through the server's pure-Python HTTP
+    layer is what limits many concurrent clients, not the database."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple, tuple[bytes, str, dict[str, str]]] = OrderedDict()
+        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self._computing: dict[tuple, threading.Lock] = {}
 
-    def get_or_compute(self, key: tuple, compute: Callable[[], Response]) -> Response:
+    def get_or_compute(
+        self, key: tuple, compute: Callable[[], Response], gzip_ok: bool
+    ) -> Response:
         with self._lock:
-            hit = self._hit(key)
+            hit = self._hit(key, gzip_ok)
             if hit is not None:
                 return hit
             flight = self._computing.setdefault(key, threading.Lock())
         with flight:
             with self._lock:
-                hit = self._hit(key)
+                hit = self._hit(key, gzip_ok)
             if hit is not None:
                 return hit
             try:
@@ -189,37 +198,61 @@ class ResponseCache:
             finally:
                 with self._lock:
                     self._computing.pop(key, None)
-            if response.status_code == 200:
-                self._store(key, response)
-            return response
+            if response.status_code != 200:
+                return response
+            entry = self._store(key, response)
+            return response if entry is None else entry.response(gzip_ok)
 
-    def _hit(self, key: tuple) -> Response | None:
+    def _hit(self, key: tuple, gzip_ok: bool) -> Response | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
         self._entries.move_to_end(key)
-        body, media_type, headers = entry
-        return Response(body, media_type=media_type, headers=headers)
+        return entry.response(gzip_ok)
 
-    def _store(self, key: tuple, response: Response) -> None:
+    def _store(self, key: tuple, response: Response) -> _Entry | None:
         body = bytes(response.body)
         if len(body) > self.max_bytes // 4:
-            return
+            return None
         headers = {k: v for k, v in response.headers.items() if k != "content-length"}
-        media_type = response.media_type or JSON
+        compressed = gzip.compress(body, compresslevel=1) if len(body) >= GZIP_MIN_BYTES else None
+        entry = _Entry(body, compressed, response.media_type or JSON, headers)
         with self._lock:
-            if key in self._entries:
-                return
-            self._entries[key] = (body, media_type, headers)
-            self._bytes += len(body)
+            self._entries.setdefault(key, entry)
+            self._bytes += entry.size
             while self._bytes > self.max_bytes and self._entries:
-                _, (old, _, _) = self._entries.popitem(last=False)
-                self._bytes -= len(old)
+                _, old = self._entries.popitem(last=False)
+                self._bytes -= old.size
+        return entry
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
+
+
+GZIP_MIN_BYTES = 32 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    body: bytes
+    gzipped: bytes | None
+    media_type: str
+    headers: dict[str, str]
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.gzipped or b"")
+
+    def response(self, gzip_ok: bool) -> Response:
+        if self.gzipped is None:
+            return Response(self.body, media_type=self.media_type, headers=self.headers)
+        headers = {**self.headers, "Vary": "Accept-Encoding"}
+        if not gzip_ok:
+            return Response(self.body, media_type=self.media_type, headers=headers)
+        headers["Content-Encoding"] = "gzip"
+        return Response(self.gzipped, media_type=self.media_type, headers=headers)
 
 
 CACHE_MAX_BYTES = 256 * 2**20
@@ -232,7 +265,8 @@ def from_cache(
     """`compute()` (a data response whose ETag is in `headers`), from the response cache."""
     query = tuple(sorted(request.query_params.multi_items()))
     key = (request.url.path, query, headers["ETag"])
-    return response_cache.get_or_compute(key, compute)
+    gzip_ok = "gzip" in request.headers.get("accept-encoding", "").lower()
+    return response_cache.get_or_compute(key, compute, gzip_ok)
 
 
 def exact_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
