@@ -187,15 +187,18 @@ def test_summary_metrics_equal_the_tables(db_url, holed):
     metrics = {m.label: m for m in at.metric}
     assert metrics["Latest epoch"].value == "170"
     assert "normalized" in metrics["Latest epoch"].help and "ago" in metrics["Latest epoch"].help
-    assert metrics["Total stake (AI3)"].value == ai3(int(stake) + int(fees))
-    share = Fraction(int(fees), int(stake) + int(fees))
+    total = int(stake) + int(fees)
+    assert metrics["Total stake (AI3)"].value == f"{total // PERQ:,}"  # whole AI3: it fits
+    assert metrics["Total stake (AI3)"].help.startswith(f"{ai3(total)} AI3")  # exact below
+    share = Fraction(int(fees), total)
     assert f"({float(share) * 100:.2f}% of the total)" in metrics["Total stake (AI3)"].help
-    assert metrics["Rewards, latest epoch (AI3)"].value == ai3(int(rewards))
+    assert metrics["Rewards, latest epoch (AI3)"].value == ai3(int(rewards))  # < 1,000 AI3
     assert metrics["Operators active"].value == str(count) == "12"
     at.segmented_control(key="ex_unit").set_value("Shannons")
     run(at)
     metrics = {m.label: m for m in at.metric}
-    assert metrics["Total stake (Shannons)"].value == f"{int(stake) + int(fees):,}"
+    assert metrics["Total stake (Shannons)"].value == f"{total:.4e}"
+    assert metrics["Total stake (Shannons)"].help.startswith(f"{total:,} Shannons")
 
 
 # --- the figure -------------------------------------------------------------------------------

@@ -460,6 +460,18 @@ def format_amount(shannons: int | None, unit: Unit) -> str:
     return f"{whole:,}.{fraction // 10**14:04d}"
 
 
+def format_amount_short(shannons: int | None, unit: Unit) -> str:
+    """A metric-sized amount: whole AI3 from 1,000 on (4 decimals below), Shannons as x.xxxxeNN.
+    The exact value goes in the metric's caption."""
+    if shannons is None:
+        return "–"
+    if unit == "Shannons":
+        return f"{shannons:.4e}" if shannons >= 10**9 else f"{shannons:,}"
+    if shannons >= 1000 * 10**18:
+        return f"{shannons // 10**18:,}"
+    return format_amount(shannons, unit)
+
+
 def format_age(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 120:
@@ -489,13 +501,18 @@ def summary_metrics(
         else f"storage fees {format_amount(summary.total_storage_fees, unit)} {unit} "
         f"({share * 100:.2f}% of the total)"
     )
+    fees_text = f"{format_amount(summary.stake_with_fees, unit)} {unit} · {fees_text}"
+    rewards_text = (
+        f"{format_amount(summary.total_rewards, unit)} {unit}: all operators' rewards of epoch "
+        f"{summary.latest_epoch:,}"
+    )
     return [
         ("Latest epoch", f"{summary.latest_epoch:,}", age),
-        (f"Total stake ({unit})", format_amount(summary.stake_with_fees, unit), fees_text),
+        (f"Total stake ({unit})", format_amount_short(summary.stake_with_fees, unit), fees_text),
         (
             f"Rewards, latest epoch ({unit})",
-            format_amount(summary.total_rewards, unit),
-            f"all operators' rewards of epoch {summary.latest_epoch:,}",
+            format_amount_short(summary.total_rewards, unit),
+            rewards_text,
         ),
         (
             "Operators active",
