@@ -123,8 +123,8 @@ with ui.page_guard():
     # --- charts -------------------------------------------------------------------------------
     # One figure per view, shared by every session drawing that view: building a plotly figure
     # is most of a rerun's CPU (the load bench), and st.plotly_chart only reads it.
-    figure = ui.shared(
-        ("explorer_figure", state, lo, hi, band_allowed),
+    figure = ui.shared_figure(
+        ("explorer", state, lo, hi, band_allowed),
         version,
         lambda: charts.explorer_figure(
             series,
