@@ -207,3 +207,44 @@ def test_progress_page_on_a_primary_shows_no_replica_panel(pair, monkeypatch):
     at = AppTest.from_file(str(ROOT / "pages" / "progress.py"), default_timeout=120).run()
     assert not at.exception, at.exception
     assert "Replay lag" not in {m.label for m in at.metric}
+
+
+API_PATHS = [
+    "/api/epochs-v2?limit=5&operators=0,1",
+    "/api/epochs?sample=10",
+    "/api/summary",
+    "/api/raw-epochs?limit=2",
+    "/api/v1/operators",
+    "/api/v1/series?operators=0,1&last=20",
+    "/api/v1/band?last=20",
+    "/api/v1/progress",
+]
+
+
+def test_every_endpoint_works_on_the_standby_and_health_reports_it(pair, tmp_path):
+    """A real dashboard server (with the API on its port) reading the standby."""
+    import httpx
+
+    from shareprice.bench.streamlit_server import streamlit_server
+
+    pg15.wait_caught_up(pair.primary_engine, pair.standby_engine, timeout=10)
+    count, latest = _normalized(pair.standby_engine)
+    with streamlit_server(
+        pair.primary.url, tmp_path / "st.log", readonly_url=pair.standby.url
+    ) as s:
+        with httpx.Client(base_url=s.url, timeout=60) as client:
+            health = client.get("/api/v1/health")
+            assert health.status_code == 200, health.text
+            body = health.json()
+            assert body["replica"] is True
+            assert body["replay_lag_s"] == 0.0 and body["epochs_behind"] == 0
+            assert body["latest_epoch"] == latest and body["normalized_epochs"] == count
+            for path in API_PATHS:
+                response = client.get(path)
+                assert response.status_code == 200, (path, response.text[:300])
+                assert response.content, path
+            operators = client.get("/api/v1/operators").json()
+            with pair.standby_engine.connect() as conn:
+                known = conn.execute(sa.text("SELECT count(*) FROM operators_metadata")).scalar()
+            assert len(operators) == known > 0
+    assert pair.standby.password not in (tmp_path / "st.log").read_text(errors="replace")
