@@ -15,6 +15,7 @@ requests in turn, all at once, for p50/p95 and the error count.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -147,6 +148,7 @@ def run(
                     "v2_cold_ms": cold_ms,
                     "v1_ms": v1_ms,
                     "ratio": round(v1_ms / v2_ms, 1) if v2_ms else None,
+                    "ratio_cold": round(v1_ms / cold_ms, 1) if cold_ms else None,
                     "rows": rows,
                     "bytes": len(first.content),
                 }
@@ -159,6 +161,9 @@ def run(
         paths = [f"/api/epochs-v2?{_query_string(kw, operators)}" for kw in REQUESTS.values()]
         echo(f"  {clients} concurrent clients x {per_client} requests...")
         concurrent = asyncio.run(_concurrent(server.url, paths, clients, per_client, 60.0))
+        # Other processes share the machine: say how busy it was while the clients ran.
+        concurrent["load_average_1m"] = round(os.getloadavg()[0], 2)
+        concurrent["cpus"] = os.cpu_count()
     return {
         "database": shown,
         "normalized_epochs": facts.normalized_epochs,
