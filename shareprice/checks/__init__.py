@@ -22,12 +22,15 @@ from shareprice.checks.runs import (
     CheckRun,
     HistoryRun,
     SaveResult,
+    VerificationSummary,
+    Verified,
     history,
     is_read_only_error,
     load_results,
     run_checks,
     sample_epochs,
     save_run,
+    verification_summary,
 )
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
     "CheckRun",
     "HistoryRun",
     "SaveResult",
+    "VerificationSummary",
+    "Verified",
     "Scope",
     "check_names",
     "format_table",
@@ -49,4 +54,5 @@ __all__ = [
     "sample_epochs",
     "save_run",
     "select_checks",
+    "verification_summary",
 ]

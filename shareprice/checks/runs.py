@@ -68,6 +68,8 @@ class CheckRun:
     verified: list[Verified] = field(default_factory=list)
     #: Why no epoch counts as verified (e.g. `--only` left raw checks out), else "".
     verification_note: str = ""
+    #: Processes the raw-reading checks ran on (1: the run's own connection).
+    workers: int = 1
 
     @property
     def status(self) -> Status:
@@ -85,6 +87,7 @@ class CheckRun:
             "scope": self.scope.to_json(),
             "verified_epochs": len(self.verified),
             "verification_note": self.verification_note,
+            "workers": self.workers,
             "checks": [r.to_json() for r in self.results],
         }
 
@@ -123,6 +126,7 @@ def run_checks(
     seed: int = 0,
     full: bool = False,
     workers: int = 1,
+    parallel_from: int = PARALLEL_FROM_EPOCHS,
     statement_timeout_s: float | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
     on_start: Callable[[Check], None] | None = None,
@@ -176,7 +180,8 @@ def run_checks(
             mode, epochs = "incremental", [int(r.epoch) for r in digests if not r.unchanged]
         progress = _Progress(on_progress, len(epochs) * len(raw_checks))
         mapper = serial_mapper(conn)
-        if workers > 1 and len(epochs) >= PARALLEL_FROM_EPOCHS and raw_checks:
+        used_workers = 1
+        if workers > 1 and len(epochs) >= parallel_from and raw_checks:
             snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
             pool = stack.enter_context(
                 ProcessPoolExecutor(
@@ -191,6 +196,7 @@ def run_checks(
                 )
             )
             mapper = _pool_mapper(pool)
+            used_workers = workers
         scope = Scope(
             raw_epochs=raw_epochs,
             normalized_epochs=len(normalized_epochs),
@@ -261,6 +267,7 @@ def run_checks(
         only=list(only) if only else None,
         verified=verified,
         verification_note=note,
+        workers=used_workers,
     )
 
 
@@ -478,6 +485,23 @@ def _record_verifications(conn: Connection, run: CheckRun, run_id: int) -> None:
             text("DELETE FROM epoch_verifications WHERE epoch = ANY(CAST(:epochs AS integer[]))"),
             {"epochs": at_fault},
         )
+
+
+@dataclass(frozen=True)
+class VerificationSummary:
+    """What epoch_verifications holds: how many epochs have a recorded verification, and when
+    the latest was made (a cheap read for the integrity page: no digests computed)."""
+
+    epochs: int
+    latest: datetime | None
+
+
+def verification_summary(engine: Engine) -> VerificationSummary:
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT count(*) AS epochs, max(verified_at) AS latest FROM epoch_verifications")
+        ).one()
+    return VerificationSummary(int(row.epochs), row.latest)
 
 
 @dataclass(frozen=True)
