@@ -301,7 +301,8 @@ def explorer_figure(
         "yaxis3": {
             "title": {"text": f"rewards ({unit})"},
             "domain": ROW_DOMAINS["rewards"],
-            "tickformat": ".3~s",
+            # AI3 rewards are fractions: 0.001, not SI's "1m" (which reads as a million)
+            "tickformat": ".2~g" if unit == "AI3" else ".3~s",
             **axis_settings(chosen["rewards"], row_values["rewards"]),
         },
     }
