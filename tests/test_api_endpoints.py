@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import time
 from pathlib import Path
 
 import httpx
@@ -108,7 +109,9 @@ def server(api_db, tmp_path_factory):
     main = api_db.render_as_string(hide_password=False)
     reader = api_db.set(username=roles.READER, password=None).render_as_string(hide_password=False)
     log = tmp_path_factory.mktemp("api") / "streamlit.log"
-    with streamlit_server(main, log, readonly_url=reader) as running:
+    # A short statement timeout, so the timeout test waits 3 s rather than the default 10.
+    env = {"SHAREPRICE_API_TIMEOUT_MS": "3000"}
+    with streamlit_server(main, log, readonly_url=reader, **env) as running:
         with httpx.Client(base_url=running.url, timeout=60) as client:
             yield client
 
@@ -381,3 +384,17 @@ def test_large_bodies_are_sent_gzipped_to_clients_that_accept_it(server):
         assert packed.headers["content-encoding"] == "gzip"
         assert int(packed.headers["content-length"]) < len(plain.content) / 3
         assert packed.json() == plain.json()
+
+
+def test_a_statement_over_the_timeout_is_a_503_and_the_next_request_answers(server, api_db):
+    path = "/api/epochs-v2?limit=3&operators=0&sample=2"  # asked nowhere else: not cached
+    with db.connect(api_db) as conn:
+        conn.execute("LOCK TABLE epoch_normalizations IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        blocked = server.get(path)
+        waited = time.monotonic() - started
+        conn.rollback()
+    assert blocked.status_code == 503, blocked.text
+    assert blocked.json()["error"] == "the query took longer than the 3000 ms statement timeout"
+    assert 2.5 < waited < 20
+    assert server.get(path).status_code == 200
