@@ -27,6 +27,7 @@ if __name__ == "__main__":
     ui.connection_notice()
     navigation.run()
 else:
-    from shareprice import api
+    from shareprice import api, ui
 
+    ui.secrets_to_env()  # the API reads the URLs from the environment, like the CLI
     app = st.App(Path(__file__).resolve(), routes=api.routes())

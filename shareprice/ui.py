@@ -31,8 +31,11 @@ Args = TypeVarTuple("Args")
 Result = TypeVar("Result")
 
 
-def _secrets_to_env() -> None:
-    """Let `.streamlit/secrets.toml` configure connections like environment variables do."""
+def secrets_to_env() -> None:
+    """Let `.streamlit/secrets.toml` configure connections like environment variables do.
+
+    Called by every page helper, and by dashboard.py before it builds the HTTP API, so the API
+    reads the same (read-only) URL as the pages even before any page has run."""
     try:
         secrets = dict(st.secrets)
     except Exception:  # no secrets file: that is the normal case
@@ -50,7 +53,7 @@ def _engine_for(url_key: str | None) -> Engine:
 
 def engine() -> Engine:
     """The dashboard's engine: the read-only URL when configured, else the main one."""
-    _secrets_to_env()
+    secrets_to_env()
     return _engine_for(config.readonly_url() or config.configured_url())
 
 
@@ -58,7 +61,7 @@ def primary_engine() -> Engine | None:
     """The main database when the dashboard reads a separate read-only URL (maybe a standby):
     what `queries.replica_status` compares against to say how many epochs the standby is behind.
     None when only one URL is configured."""
-    _secrets_to_env()
+    secrets_to_env()
     readonly, main = config.readonly_url(), config.configured_url()
     if readonly is None or main is None or readonly == main:
         return None
@@ -66,7 +69,7 @@ def primary_engine() -> Engine | None:
 
 
 def using_readonly_role() -> bool:
-    _secrets_to_env()
+    secrets_to_env()
     return config.readonly_url() is not None
 
 
@@ -97,7 +100,7 @@ def data_version(eng: Engine) -> int:
 
 
 def _url_key() -> str | None:
-    _secrets_to_env()
+    secrets_to_env()
     return config.readonly_url() or config.configured_url()
 
 

@@ -49,7 +49,7 @@ def expected_keepers(rows: list[Row], max_points: int) -> set[int]:
     if n <= max_points:
         return {r.epoch for r in rows}
     # a run of buckets never bridges a hole; each hole costs one bucket of the budget
-    holes = sum(1 for a, b in zip(rows, rows[1:]) if b.epoch - a.epoch > 1)
+    holes = sum(1 for a, b in zip(rows, rows[1:], strict=False) if b.epoch - a.epoch > 1)
     buckets = max(1, max_points // 6 - holes)
     groups: dict[tuple[int, int], list[tuple[Row, Fraction | None]]] = {}
     segment = 0
@@ -79,7 +79,7 @@ def test_downsampling_keeps_every_bucket_extreme_and_every_operator(engine, data
     for operator_id in (1, 2, 3):
         rows = [r for r in data if r.operator_id == operator_id]
         part = frame.filter(pl.col("operator_id") == operator_id)
-        holes = sum(1 for a, b in zip(rows, rows[1:]) if b.epoch - a.epoch > 1)
+        holes = sum(1 for a, b in zip(rows, rows[1:], strict=False) if b.epoch - a.epoch > 1)
         assert part.height <= max(max_points, 6 * (holes + 1))
         kept = set(part["epoch"].to_list())
         assert expected_keepers(rows, max_points) <= kept
@@ -149,7 +149,7 @@ def test_band_reduction_keeps_the_envelope(engine, data, max_points):
     reduced = queries.band_v2(engine, queries.SeriesRequest(max_points=max_points))
     assert full.height == 1300 - len([e for e in range(1300) if e % 97 == 5 and not 100 <= e < 130])
     epochs = full["epoch"].to_list()
-    holes = sum(1 for a, b in zip(epochs, epochs[1:]) if b - a > 1)
+    holes = sum(1 for a, b in zip(epochs, epochs[1:], strict=False) if b - a > 1)
     assert reduced.height <= max(max_points, 4 * (holes + 1))  # both sides of a hole are kept
     assert reduced["p05"].min() == full["p05"].min() and reduced["p95"].max() == full["p95"].max()
     assert reduced["epoch"].min() == full["epoch"].min()
