@@ -34,7 +34,9 @@ with ui.page_guard():
     engine = ui.engine()
     operators = ui.cached(queries.operators, version)
     domain = ui.cached(queries.domain_summary, version)
-    first, last = info.first_epoch, info.last_epoch
+    assert info.first_epoch is not None and info.last_epoch is not None  # checked above
+    first: int = info.first_epoch
+    last: int = info.last_epoch
     # Derived once per data version and shared by every session (ui.shared): per rerun they
     # cost as much as the queries they are made from, times the sessions rerunning.
     styles = ui.shared(("operator_styles",), version, lambda: charts.styles_from(operators))
@@ -54,7 +56,8 @@ with ui.page_guard():
             first_epoch=first,
             last_epoch=last,
         )
-        st.session_state.update(explorer_state.widget_values(state, first, last))
+        for widget_key, value in explorer_state.widget_values(state, first, last).items():
+            st.session_state[widget_key] = value
         for notice in notices:
             st.toast(notice, icon="🔗")
             st.warning(notice, icon="🔗")
@@ -78,7 +81,7 @@ with ui.page_guard():
     # The chart goes out before the widgets: the browser starts loading and drawing it while the
     # sidebar is still arriving. Widget values are already in session state at this point.
     controls = st.container()  # the range presets and slider, above the chart
-    state = explorer_state.state_from_widgets(st.session_state)
+    state = explorer_state.state_from_widgets(st.session_state)  # type: ignore[arg-type]
 
     # --- the domain summary and the live status -------------------------------------------
     if domain is not None:
@@ -159,7 +162,7 @@ with ui.page_guard():
             f"Operators ({len(labels):,})",
             explorer_state.operator_options(operators, statuses, st.session_state.ex_ops),
             key="ex_ops",
-            format_func=labels.get,
+            format_func=lambda o: labels.get(o, str(o)),
             max_selections=explorer_state.MAX_SELECTED,
             placeholder="Search by id or name",
         )
@@ -170,7 +173,7 @@ with ui.page_guard():
         st.segmented_control(
             "Share price",
             list(charts.MODES),
-            format_func=charts.MODES.get,
+            format_func=lambda m: charts.MODES.get(m, str(m)),
             key="ex_mode",
             required=True,
         )
@@ -186,7 +189,7 @@ with ui.page_guard():
             st.segmented_control(
                 label,
                 list(charts.SCALES),
-                format_func=charts.SCALES.get,
+                format_func=lambda s: charts.SCALES.get(s, str(s)),
                 key=key,
                 required=True,
                 help=axis_help,
@@ -217,7 +220,7 @@ with ui.page_guard():
     presets.segmented_control(
         "Range (epochs)",
         list(explorer_state.RANGE_PRESETS),
-        format_func=explorer_state.PRESET_LABELS.get,
+        format_func=lambda p: explorer_state.PRESET_LABELS.get(p, str(p)),
         key="ex_preset",
         on_change=_preset_changed,
     )

@@ -223,11 +223,11 @@ def explorer_figure(
         style = styles.get(operator_id) or OperatorStyle(
             operator_id, f"operator {operator_id}", FALLBACK_COLOR, None, None
         )
-        holes = gap_positions(part["epoch"].to_numpy(), part["prev_epoch"].to_numpy())
+        breaks = gap_positions(part["epoch"].to_numpy(), part["prev_epoch"].to_numpy())
         x, (price_y, stake_y) = with_gaps(
             part["epoch"].to_numpy(),
             [part["y"].to_numpy(), part["stake_y"].to_numpy()],
-            holes,
+            breaks,
         )
         row_values["price"].append(price_y)
         row_values["stake"].append(stake_y)

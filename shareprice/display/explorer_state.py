@@ -13,6 +13,7 @@ import html
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import polars as pl
 
@@ -169,9 +170,9 @@ def state_from_query(
             continue
         if text.lower() in allowed:
             if allowed is _SCALE_WORDS:
-                state = replace(state, **{field: _SCALE_WORDS[text.lower()]})
+                state = _with(state, field, _SCALE_WORDS[text.lower()])
                 continue
-            state = replace(state, **{field: text.lower()})
+            state = _with(state, field, text.lower())
         else:
             notices.append(
                 f"Unknown {key} {text[:20]!r} in the link: using {getattr(state, field)}."
@@ -187,7 +188,7 @@ def state_from_query(
         if text is None:
             continue
         if text in ("0", "1"):
-            state = replace(state, **{key: text == "1"})
+            state = _with(state, key, text == "1")
         else:
             notices.append(
                 f"The link's {key} value must be 0 or 1: using {'1' if default else '0'}."
@@ -198,6 +199,12 @@ def state_from_query(
         )
         state = replace(state, scale="fit")
     return state, notices
+
+
+def _with(state: ExplorerState, field: str, value: object) -> ExplorerState:
+    """`replace` by field name (the names come from the fixed tables above, never the URL)."""
+    changes: dict[str, Any] = {field: value}
+    return replace(state, **changes)
 
 
 def to_query(state: ExplorerState) -> dict[str, str]:
@@ -280,22 +287,27 @@ def widget_values(state: ExplorerState, first_epoch: int, last_epoch: int) -> di
     }
 
 
-def state_from_widgets(values: Mapping[str, object]) -> ExplorerState:
+def _ids(value: object) -> tuple[int, ...]:
+    return tuple(int(o) for o in value) if isinstance(value, list | tuple) else ()
+
+
+def state_from_widgets(values: Mapping[str, Any]) -> ExplorerState:
     preset = values.get("ex_preset")
-    lo, hi = values.get("ex_range") or (None, None)  # type: ignore[misc]
+    window = values.get("ex_range")
+    lo, hi = window if isinstance(window, tuple | list) and len(window) == 2 else (None, None)
     mode = values.get("ex_mode") or "absolute"
     scale = values.get("ex_scale") or DEFAULT_SCALES["price"]
     return ExplorerState(
-        operators=tuple(int(o) for o in values.get("ex_ops") or ()),  # type: ignore[union-attr]
+        operators=_ids(values.get("ex_ops")),
         preset=str(preset) if preset is not None else CUSTOM,
         epoch_from=None if preset is not None else lo,
         epoch_to=None if preset is not None else hi,
         mode=mode,  # type: ignore[arg-type]
-        scale="fit" if mode == "bps" and scale == "log" else scale,  # type: ignore[arg-type]
-        unit=values.get("ex_unit") or "AI3",  # type: ignore[arg-type]
+        scale="fit" if mode == "bps" and scale == "log" else scale,
+        unit=values.get("ex_unit") or "AI3",
         band=bool(values.get("ex_band", True)),
-        stake_scale=values.get("ex_stake_scale") or DEFAULT_SCALES["stake"],  # type: ignore[arg-type]
-        rewards_scale=values.get("ex_rewards_scale") or DEFAULT_SCALES["rewards"],  # type: ignore[arg-type]
+        stake_scale=values.get("ex_stake_scale") or DEFAULT_SCALES["stake"],
+        rewards_scale=values.get("ex_rewards_scale") or DEFAULT_SCALES["rewards"],
         totals=bool(values.get("ex_totals", False)),
         live=bool(values.get("ex_live", True)),
     )

@@ -119,12 +119,12 @@ def resolve_profile(
     profile: str | Profile, epochs: int | None = None, operators: int | None = None
 ) -> Profile:
     base = PROFILES[profile] if isinstance(profile, str) else profile
-    changes = {}
+    changes: dict[str, int] = {}
     if epochs is not None:
         changes["epochs"] = epochs
     if operators is not None:
         changes["operators"] = operators
-    resolved = dataclasses.replace(base, **changes)
+    resolved = dataclasses.replace(base, **changes)  # type: ignore[arg-type]
     if resolved.epochs < 1 or resolved.operators < 1:
         raise ValueError("epochs and operators must be at least 1")
     return resolved
@@ -408,7 +408,7 @@ class _Simulation:
         operator_entries = []
         current: dict[str, str] = {}
         next_operators = []
-        slots = []
+        slots: list[dict] = []
         states = 0
         slot_base = (timestamp // 1000) - 1_731_000_000
         for position, i in enumerate(self.present):
@@ -484,7 +484,7 @@ class _Simulation:
         return orjson.dumps(doc), states, len(chain_entries)
 
     def _deposit_entries(self, epoch: int, deposits: dict[int, int]) -> list[dict]:
-        entries = []
+        entries: list[dict] = []
         for i, amount in sorted(deposits.items()):
             nominator = ((i * 0x9E3779B97F4A7C15 + epoch) % 2**256).to_bytes(32, "big").hex()
             key = codec.storage_key(codec.DEPOSITS_ITEM, codec.encode_le(i, 8), nominator)
@@ -497,7 +497,7 @@ class _Simulation:
         return entries
 
     def _withdrawal_entries(self, epoch: int, withdrawals: dict[int, int]) -> list[dict]:
-        entries = []
+        entries: list[dict] = []
         for i, withdrawn in sorted(withdrawals.items()):
             nominator = ((i * 0xC2B2AE3D27D4EB4F + epoch) % 2**256).to_bytes(32, "big").hex()
             key = codec.storage_key(codec.WITHDRAWALS_ITEM, codec.encode_le(i, 8), nominator)
@@ -578,6 +578,7 @@ def generate(
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
+        assert conn is not None
         with conn.cursor() as cur:
             cur.execute("LOCK TABLE epochs IN EXCLUSIVE MODE")
             cur.execute("SELECT count(*) FROM epochs")

@@ -121,7 +121,9 @@ def add_yields(frame: pl.DataFrame, rate: yields.EpochRate) -> pl.DataFrame:
     for days in yields.WINDOWS_DAYS:
         then = frame[f"price_{days}d_perq"].to_list()
         then_epoch = frame[f"epoch_{days}d"].to_list()
-        y_values, apy_values, spans = [], [], []
+        y_values: list[float | None] = []
+        apy_values: list[float | None] = []
+        spans: list[float | None] = []
         for p_now, p_then, e_now, e_then in zip(now, then, latest, then_epoch, strict=True):
             if p_now is None or p_then is None:
                 y_values.append(None)
