@@ -31,14 +31,24 @@ Args = TypeVarTuple("Args")
 Result = TypeVar("Result")
 
 
+_no_secrets_file = False
+
+
 def secrets_to_env() -> None:
     """Let `.streamlit/secrets.toml` configure connections like environment variables do.
 
     Called by every page helper, and by dashboard.py before it builds the HTTP API, so the API
     reads the same (read-only) URL as the pages even before any page has run."""
+    global _no_secrets_file
+    if _no_secrets_file:
+        return
     try:
         secrets = dict(st.secrets)
     except Exception:  # no secrets file: that is the normal case
+        # Remember it: st.secrets looks for the files again on every access while there are
+        # none, under one process-wide lock, and this runs a dozen times per rerun. With 50
+        # sessions that lock was where their reruns queued (the load bench's thread dumps).
+        _no_secrets_file = True
         return
     for key in (*config.DATABASE_URL_VARS, config.READONLY_URL_VAR, config.DATA_DIR_VAR):
         value = secrets.get(key)
