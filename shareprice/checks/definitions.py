@@ -17,8 +17,12 @@ Design choices:
   strings (u128 values do not fit JSON's integers).
 - All checks of a run read one snapshot (REPEATABLE READ, READ ONLY), so a backfill running at
   the same time cannot make two checks disagree.
-- `--sample N`: the checks that read raw JSON look at a seeded random sample of N normalized
-  epochs and say so in their note; the others always cover everything.
+- The checks that read raw JSON (`reads_raw`) cover the run's `Scope.epochs` (all, the ones
+  changed since last verified, or a seeded sample; their note says which) in chunks of
+  `Scope.map`, each chunk a module-level `*_part` function returning plain data, so the runner
+  can hand chunks to worker processes; they report the epochs at fault (`bad_epochs`) so only
+  the others count as verified. The other checks are SQL over whole tables and always cover
+  everything.
 """
 
 from __future__ import annotations

@@ -121,11 +121,6 @@ class Scope:
             f"since last verified ({unchanged:,} unchanged)"
         )
 
-    @property
-    def params(self) -> dict[str, Any]:
-        """Bind `:sample` (NULL = all) for the SQL filter `EPOCH_IN_SCOPE`."""
-        return {"sample": self.epochs if self.epochs is not None else self.sample}
-
     def map(
         self,
         func: Callable[[Connection, list[int]], T],
@@ -160,10 +155,6 @@ class Scope:
             ),
             "description": self.describe(),
         }
-
-
-# Used by raw-reading checks: `(:sample IS NULL OR e.epoch = ANY(:sample))`.
-EPOCH_IN_SCOPE = "(CAST(:sample AS integer[]) IS NULL OR {col} = ANY(CAST(:sample AS integer[])))"
 
 
 @dataclass(frozen=True)
