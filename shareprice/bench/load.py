@@ -263,10 +263,13 @@ def preset_state(widget: PresetWidget, label: str):
     return WidgetState(id=widget.widget_id, string_array_value=StringArray(data=[label]))
 
 
-async def _think(session: ProtocolSession, seconds: float, result: SessionResult) -> None:
-    """Wait `seconds` as a viewer does; a live page polls meanwhile, as its browser would."""
+async def _think(
+    session: ProtocolSession, seconds: float, result: SessionResult, live: bool = True
+) -> None:
+    """Wait `seconds` as a viewer does; a live page polls meanwhile, as its browser would
+    (unless `live` is off: a viewer who switched the explorer's Live toggle off)."""
     until = time.monotonic() + seconds
-    while session.auto_rerun is not None:
+    while live and session.auto_rerun is not None:
         due = time.monotonic() + session.auto_rerun[0]
         if due >= until:
             break
@@ -278,7 +281,7 @@ async def _think(session: ProtocolSession, seconds: float, result: SessionResult
 
 
 async def _ws_session(
-    ws_url: str, reruns: int, timeout_s: float, think_s: float, rng: random.Random
+    ws_url: str, reruns: int, timeout_s: float, think_s: float, rng: random.Random, live: bool
 ) -> SessionResult:
     from websockets.asyncio.client import connect
 
@@ -300,7 +303,8 @@ async def _ws_session(
             preset = first.preset
             for i in range(reruns):
                 if think_s:
-                    await _think(session, rng.uniform(0.5 * think_s, 1.5 * think_s), result)
+                    pause = rng.uniform(0.5 * think_s, 1.5 * think_s)
+                    await _think(session, pause, result, live)
                 label = preset.labels[i % len(preset.labels)]
                 clicked = time.perf_counter()
                 seen = await session.rerun([preset_state(preset, label)])
@@ -317,12 +321,12 @@ async def _ws_session(
 
 
 async def _run_ws_sessions(
-    base_url: str, sessions: int, reruns: int, timeout_s: float, think_s: float
+    base_url: str, sessions: int, reruns: int, timeout_s: float, think_s: float, live: bool
 ) -> list[SessionResult]:
     ws_url = base_url.replace("http://", "ws://", 1) + "/_stcore/stream"
     rngs = [random.Random(i) for i in range(sessions)]
     return await asyncio.gather(
-        *(_ws_session(ws_url, reruns, timeout_s, think_s, rngs[i]) for i in range(sessions))
+        *(_ws_session(ws_url, reruns, timeout_s, think_s, rngs[i], live) for i in range(sessions))
     )
 
 
@@ -380,7 +384,7 @@ async def _browser_session(
 
 
 async def _run_browser_sessions(
-    url: str, sessions: int, reruns: int, timeout_s: float, think_s: float
+    url: str, sessions: int, reruns: int, timeout_s: float, think_s: float, live: bool
 ) -> list[SessionResult]:
     from playwright.async_api import async_playwright
 
@@ -420,6 +424,7 @@ def run_level(
     think_s: float = 0.0,
     browser: bool = False,
     readonly_url: str | None = None,
+    live: bool = True,
 ) -> dict:
     """Start a fresh dashboard, drive `sessions` sessions at once, return one level's figures."""
     log_path = Path(tempfile.mkdtemp(prefix="shareprice-load-")) / "streamlit.log"
@@ -437,7 +442,7 @@ def run_level(
         sampler.start()
         started = time.perf_counter()
         drive = _run_browser_sessions if browser else _run_ws_sessions
-        results = asyncio.run(drive(server.url, sessions, reruns, timeout_s, think_s))
+        results = asyncio.run(drive(server.url, sessions, reruns, timeout_s, think_s, live))
         wall = time.perf_counter() - started
         stop.set()
         sampler.join()
@@ -460,6 +465,7 @@ def run_level(
         "client": "chromium" if browser else "websocket",
         "reruns_per_session": reruns,
         "think_s": think_s,
+        "live": live,
         "reruns_measured": len(server_ms),
         "client_rerun_p50_ms": _round(_percentile(client_ms, 0.5)),
         "client_rerun_p95_ms": _round(_percentile(client_ms, 0.95)),
@@ -483,6 +489,7 @@ def run_load(
     think_s: float = 0.0,
     browser: bool = False,
     readonly_url: str | None = None,
+    live: bool = True,
     progress: Callable[[dict], None] | None = None,
 ) -> dict:
     """One level per entry of `levels` (sessions at once), each on a fresh dashboard."""
@@ -496,6 +503,7 @@ def run_load(
             think_s=think_s,
             browser=browser,
             readonly_url=readonly_url,
+            live=live,
         )
         out.append(level)
         if progress is not None:

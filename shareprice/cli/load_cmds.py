@@ -43,6 +43,13 @@ def _levels(ctx: click.Context, param: click.Parameter, value: str) -> list[int]
     type=click.FloatRange(min=0),
     help="Mean seconds a session waits between clicks (uniform 0.5x-1.5x); 0 clicks at once.",
 )
+@click.option(
+    "--live/--no-live",
+    default=True,
+    show_default=True,
+    help="While thinking, rerun the explorer's live fragment on its timer, as a browser does "
+    "(--no-live: viewers with Live off).",
+)
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds allowed per run.")
 @click.option(
     "--browser",
@@ -56,6 +63,7 @@ def bench_load(
     sessions: list[int],
     reruns: int,
     think: float,
+    live: bool,
     timeout: float,
     browser: bool,
     as_json: bool,
@@ -100,6 +108,7 @@ def bench_load(
         timeout_s=timeout,
         think_s=think,
         browser=browser,
+        live=live,
         progress=progress,
     )
     click.echo(orjson.dumps(result).decode())
