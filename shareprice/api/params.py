@@ -13,10 +13,12 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from starlette.datastructures import QueryParams
 
+from shareprice.errors import ShareError
+
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
 
-class ParamError(ValueError):
+class ParamError(ShareError, ValueError):
     """A parameter that cannot be taken as given; str() is the JSON error message."""
 
 

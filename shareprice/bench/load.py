@@ -38,7 +38,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from typing import Any
 import psutil
 
 from shareprice.bench.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit_server
+from shareprice.errors import ShareError
 
 SERVER_TIME = re.compile(r"Server time (\d+) ms")
 PRESETS = ["50", "100", "200", "1000", "All"]
@@ -67,7 +68,15 @@ class SessionResult:
     error: str | None = None
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def _server_ms(caption: str) -> int:
+    """The explorer's own 'Server time N ms' from its caption (a RunFailed if it is missing)."""
+    found = SERVER_TIME.search(caption)
+    if found is None:
+        raise RunFailed(f"no server time in the page's caption: {caption[:120]!r}")
+    return int(found[1])
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
@@ -78,7 +87,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 # --- the protocol client ---------------------------------------------------------------------
 
 
-class RunFailed(Exception):
+class RunFailed(ShareError):
     """The page showed an exception or an error, or the run did not finish."""
 
 
@@ -284,12 +293,13 @@ async def _ws_session(
     ws_url: str, reruns: int, timeout_s: float, think_s: float, rng: random.Random, live: bool
 ) -> SessionResult:
     from websockets.asyncio.client import connect
+    from websockets.typing import Subprotocol
 
     started = time.perf_counter()
     try:
         async with connect(
             ws_url,
-            subprotocols=["streamlit"],
+            subprotocols=[Subprotocol("streamlit")],
             max_size=None,
             open_timeout=timeout_s,
             ping_interval=None,  # a browser sends no websocket pings; a busy server may not pong
@@ -360,7 +370,7 @@ async def _browser_session(
         await page.goto(url, wait_until="domcontentloaded")
         await page.locator(".js-plotly-plot").first.wait_for(timeout=timeout_s * 1000)
         text = await _wait_idle_captions(page, None, timeout_s)
-        result = SessionResult(time.perf_counter() - started, int(SERVER_TIME.search(text)[1]))
+        result = SessionResult(time.perf_counter() - started, _server_ms(text))
         for i in range(reruns):
             if think_s:
                 await asyncio.sleep(think_s)
@@ -373,7 +383,7 @@ async def _browser_session(
             )
             text = await _wait_idle_captions(page, text, timeout_s)
             result.rerun_client_ms.append(1000 * (time.perf_counter() - clicked))
-            result.rerun_server_ms.append(int(SERVER_TIME.search(text)[1]))
+            result.rerun_server_ms.append(_server_ms(text))
         return result
     except Exception as exc:  # a failed session is reported, not fatal for the others
         return SessionResult(

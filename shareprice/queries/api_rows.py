@@ -33,6 +33,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import Engine
 
+from shareprice.errors import ShareError
 from shareprice.queries.connection import DEFAULT_TIMEOUT_MS, connect, record, scalar_row
 
 #: Without `operators=`, at most this many operators per row (the largest by latest stake).
@@ -47,7 +48,7 @@ EPOCH_ROWS_MAX_CELLS = 1_000_000
 HEALTH_SAMPLE = 100
 
 
-class EpochRowsError(ValueError):
+class EpochRowsError(ShareError, ValueError):
     """A request the epoch rows cannot answer as asked; the message names the parameter."""
 
 
