@@ -19,8 +19,6 @@ import contextlib
 import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -31,9 +29,7 @@ from shareprice.bench.streamlit_server import (
     CHROMIUM,
     CHROMIUM_ARGS,
     RunningServer,
-    free_port,
     streamlit_server,
-    wait_healthy,
 )
 
 BARE_PAGE = Path(__file__).with_name("bare_plotly_page.py")
@@ -50,28 +46,8 @@ RERUNS: tuple[tuple[str, str], ...] = (
 @contextlib.contextmanager
 def bare_server(log_path: Path) -> Iterator[RunningServer]:
     """The bare plotly page on a free port (no database)."""
-    port = free_port()
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "streamlit", "run", str(BARE_PAGE),
-            "--server.port", str(port), "--server.headless", "true",
-            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-        ],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    server = RunningServer(process, port, log_path)
-    try:
-        wait_healthy(server)
+    with streamlit_server(None, log_path, script=BARE_PAGE) as server:
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def measure_view(browser: Any, url: str, min_traces: int, done_text: str) -> dict:

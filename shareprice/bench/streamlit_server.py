@@ -65,9 +65,15 @@ def wait_healthy(server: RunningServer, timeout: float = 90.0) -> None:
 
 @contextlib.contextmanager
 def streamlit_server(
-    database_url: str | None, log_path: Path, readonly_url: str | None = None, **env: str
+    database_url: str | None,
+    log_path: Path,
+    readonly_url: str | None = None,
+    *,
+    script: Path = ROOT / "dashboard.py",
+    **env: str,
 ) -> Iterator[RunningServer]:
-    """Start the dashboard against `database_url`; stop it (and wait) on exit."""
+    """Start the dashboard (or another Streamlit `script`) against `database_url`; stop it (and
+    wait) on exit."""
     environment = dict(os.environ)
     for var in ("SHAREPRICE_DATABASE_URL", "DATABASE_URL", "SHAREPRICE_READONLY_URL"):
         environment.pop(var, None)
@@ -80,7 +86,7 @@ def streamlit_server(
     log = log_path.open("wb")
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard.py"),
+            sys.executable, "-m", "streamlit", "run", str(script),
             "--server.port", str(port), "--server.address", "127.0.0.1",
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
         ],

@@ -7,12 +7,11 @@ or the run failed; 3 another backfill holds the lock; 130 interrupted (SIGINT/SI
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 import orjson
 
-from shareprice.cli.common import engine_for, friendly_errors, url_option
+from shareprice.cli.common import StatusLine, bar, engine_for, friendly_errors, url_option
 from shareprice.store import config
 
 EXIT_FAILED = 1
@@ -20,53 +19,25 @@ EXIT_LOCKED = 3
 EXIT_INTERRUPTED = 130
 
 
-class ProgressBar:
-    """One line on stderr: done/total, percent, rate, rows and ETA (redrawn on a terminal,
-    a line every few seconds otherwise, so logs stay readable)."""
-
-    def __init__(self, stream=None, enabled: bool = True) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = self.stream.isatty()
-        self.started = time.monotonic()
-        self.last = 0.0
-        self.drawn = False
+class ProgressBar(StatusLine):
+    """The backfill's line on stderr: done/total, percent, rate, rows and ETA."""
 
     def __call__(self, summary, result) -> None:  # ProgressCallback
-        if not self.enabled:
-            return
-        now = time.monotonic()
         done = summary.epochs_done + summary.epochs_failed
-        finished = done >= summary.epochs_total
-        if not finished and now - self.last < (0.2 if self.tty else 5.0):
+        if not self.due(final=done >= summary.epochs_total):
             return
-        self.last = now
-        elapsed = max(now - self.started, 1e-6)
+        elapsed = self.elapsed_s
         rate = done / elapsed
         total = max(summary.epochs_total, 1)
         remaining = max(summary.epochs_total - done, 0)
         eta = f"{remaining / rate:.0f}s" if rate > 0 else "?"
-        width = 24
-        filled = int(width * done / total)
         rows = sum(summary.rows.values())
         failed = f" {summary.epochs_failed} failed" if summary.epochs_failed else ""
-        line = (
-            f"backfill [{'#' * filled}{'.' * (width - filled)}] {done:,}/{summary.epochs_total:,} "
+        self.show(
+            f"backfill {bar(done, total)} {done:,}/{summary.epochs_total:,} "
             f"epochs {100 * done / total:5.1f}%{failed}  {rate:,.0f} epochs/s  "
             f"{rows / elapsed:,.0f} rows/s  ETA {eta}"
         )
-        if self.tty:
-            self.stream.write("\r" + line.ljust(100))
-            self.drawn = True
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
 
 
 def _summary_lines(summary) -> list[str]:

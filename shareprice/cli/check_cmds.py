@@ -10,30 +10,23 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import TextIO
 
 import click
 import orjson
 
-from shareprice.cli.common import engine_for, friendly_errors, url_option
+from shareprice.cli.common import StatusLine, bar, engine_for, friendly_errors, url_option
 
 #: Draw nothing for runs shorter than this: a quick incremental run prints just its table.
 BAR_AFTER_S = 1.0
 
 
-class CheckProgress:
-    """One line on stderr while the checks run: the current check, and the raw checks' epochs
-    done/total with a rate and ETA. Redrawn on a terminal; a line every few seconds otherwise
-    (logs stay readable); nothing before BAR_AFTER_S has passed."""
+class CheckProgress(StatusLine):
+    """The checks' line on stderr: the current check, and the raw checks' epochs done/total
+    with an ETA; nothing before BAR_AFTER_S has passed (a quick run prints just its table)."""
 
     def __init__(self, stream: TextIO | None = None, enabled: bool = True) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = self.stream.isatty()
-        self.started = time.monotonic()
-        self.last = 0.0
-        self.drawn = False
+        super().__init__(stream, enabled, width=110)
         self.check = ""
         self.done = 0
         self.total = 0
@@ -47,34 +40,14 @@ class CheckProgress:
         self.draw()
 
     def draw(self) -> None:
-        if not self.enabled:
+        if not self.due(after_s=BAR_AFTER_S):
             return
-        now = time.monotonic()
-        elapsed = now - self.started
-        if elapsed < BAR_AFTER_S or now - self.last < (0.2 if self.tty else 5.0):
-            return
-        self.last = now
-        width = 24
-        total = max(self.total, 1)
-        filled = int(width * self.done / total)
-        rate = self.done / max(elapsed, 1e-6)
+        rate = self.done / self.elapsed_s
         eta = f"{(self.total - self.done) / rate:.0f}s" if rate > 0 else "?"
-        line = (
-            f"check [{'#' * filled}{'.' * (width - filled)}] {self.done:,}/{self.total:,} "
-            f"raw epoch reads {100 * self.done / total:5.1f}%  ETA {eta}  {self.check}"
+        self.show(
+            f"check {bar(self.done, self.total)} {self.done:,}/{self.total:,} "
+            f"raw epoch reads {100 * self.done / max(self.total, 1):5.1f}%  ETA {eta}  {self.check}"
         )
-        if self.tty:
-            self.stream.write("\r" + line[:110].ljust(110))
-            self.drawn = True
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
 
 
 def _echo_json(data: object) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from sqlalchemy.engine import Engine
@@ -56,3 +58,54 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(describe(exc)) from None
 
     return wrapper
+
+
+class StatusLine:
+    """One line of progress on stderr: redrawn in place on a terminal, else written as a new
+    line every few seconds so logs stay readable. What the line says is the caller's."""
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool = True, width: int = 100):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.width = width
+        self.tty = self.stream.isatty()
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.drawn = False
+
+    def due(self, *, final: bool = False, after_s: float = 0.0) -> bool:
+        """Whether to draw now: not before `after_s`, then at most every 0.2 s on a terminal
+        and every 5 s in a log, and always for the `final` state."""
+        if not self.enabled:
+            return False
+        now = time.monotonic()
+        if now - self.started < after_s:
+            return False
+        if not final and now - self.last < (0.2 if self.tty else 5.0):
+            return False
+        self.last = now
+        return True
+
+    @property
+    def elapsed_s(self) -> float:
+        return max(time.monotonic() - self.started, 1e-6)
+
+    def show(self, line: str) -> None:
+        if self.tty:
+            self.stream.write("\r" + line[: self.width + 10].ljust(self.width))
+            self.drawn = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
+def bar(done: int, total: int, width: int = 24) -> str:
+    """`[#####.....]` for done of total."""
+    filled = int(width * done / max(total, 1))
+    return f"[{'#' * filled}{'.' * (width - filled)}]"
