@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from shareprice.chain.records import PERQ
 from shareprice.queries.connection import connect, copy_frame
-from shareprice.queries.frames import float_column
+from shareprice.queries.frames import float_column, hole_aware_buckets
 from shareprice.queries.request import (
     LATEST_NORMALIZED_SQL,
     Plan,
@@ -176,24 +176,13 @@ def downsample_band_rows(rows: Sequence[tuple], max_points: int) -> list[tuple]:
     n = len(rows)
     if n <= max_points:
         return list(rows)
-    holes = sum(1 for i in range(1, n) if rows[i][0] - rows[i - 1][0] > 1)
-    buckets = max(1, max_points // BAND_POINTS_PER_BUCKET - holes)
     keep: set[int] = set()
-    start = 0
-    while start < n:
-        bucket = start * buckets // n
-        end = start
-        while (
-            end < n
-            and end * buckets // n == bucket
-            and (end == start or rows[end][0] - rows[end - 1][0] <= 1)
-        ):
-            end += 1
+    after_hole = [i > 0 and rows[i][0] - rows[i - 1][0] > 1 for i in range(n)]
+    for start, end in hole_aware_buckets(n, max_points // BAND_POINTS_PER_BUCKET, after_hole):
         members = range(start, end)
         keep.update((start, end - 1))
         keep.add(min(members, key=lambda r: (rows[r][2], rows[r][0])))
         keep.add(min(members, key=lambda r: (-rows[r][6], rows[r][0])))
-        start = end
     return [rows[r] for r in sorted(keep)]
 
 

@@ -8,7 +8,7 @@ check the benchmarks and tests use.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import polars as pl
@@ -44,3 +44,21 @@ def perq_to_decimal(value: int | None) -> str | None:
 def frames_equal(a: pl.DataFrame, b: pl.DataFrame) -> bool:
     """Same columns, dtypes and values (nulls equal): the v1 == v2 check."""
     return a.schema == b.schema and a.equals(b)
+
+
+def hole_aware_buckets(
+    n: int, max_buckets: int, after_hole: Sequence[bool]
+) -> Iterator[tuple[int, int]]:
+    """(start, end) of the buckets the Python downsamplers (the SQL's twins) split n sorted
+    rows into: as many as `max_buckets` less one per hole, by position, each ending early where
+    a hole starts (`after_hole[i]`: row i lies more than one epoch after row i-1), so no bucket
+    ever bridges a hole and both sides of it are kept."""
+    buckets = max(1, max_buckets - sum(after_hole))
+    start = 0
+    while start < n:
+        bucket = start * buckets // n
+        end = start + 1
+        while end < n and end * buckets // n == bucket and not after_hole[end]:
+            end += 1
+        yield start, end
+        start = end

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from shareprice.chain.records import PERQ
 from shareprice.queries.connection import connect, copy_frame
-from shareprice.queries.frames import float_column
+from shareprice.queries.frames import float_column, hole_aware_buckets
 from shareprice.queries.request import (
     LATEST_NORMALIZED_SQL,
     POINTS_PER_BUCKET,
@@ -206,19 +206,9 @@ def downsample_rows(rows: Sequence[tuple], max_points: int) -> list[tuple]:
     n = len(rows)
     if n <= max_points:
         return list(rows)
-    holes = sum(1 for row in rows if _after_hole(row))
-    buckets = max(1, buckets_for(max_points) - holes)
     keep: set[int] = set()
-    start = 0
-    while start < n:
-        bucket = start * buckets // n
-        end = start
-        while (
-            end < n
-            and end * buckets // n == bucket
-            and (end == start or not _after_hole(rows[end]))
-        ):
-            end += 1
+    after_hole = [_after_hole(row) for row in rows]
+    for start, end in hole_aware_buckets(n, buckets_for(max_points), after_hole):
         members = range(start, end)
         keys = {r: change_key(rows[r][2], rows[r][7], rows[r][1], rows[r][6]) for r in members}
         keep.add(start)
@@ -227,7 +217,6 @@ def downsample_rows(rows: Sequence[tuple], max_points: int) -> list[tuple]:
         keep.add(min(members, key=lambda r: (-rows[r][2], rows[r][1])))
         keep.add(min(members, key=lambda r: (keys[r] is None, keys[r] or 0, rows[r][1])))
         keep.add(min(members, key=lambda r: (keys[r] is None, -(keys[r] or 0), rows[r][1])))
-        start = end
     return [rows[r] for r in sorted(keep)]
 
 
