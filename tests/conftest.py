@@ -161,6 +161,18 @@ def normalized_small_url(pg_admin_url: URL, raw_small_url: URL) -> Iterator[URL]
     drop_database(pg_admin_url, url)
 
 
+@pytest.fixture()
+def normalized_small_copy(
+    pg_admin_url: URL, normalized_small_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Engine]:
+    """A private, writable copy of normalized_small_url, also the configured URL (for CLI
+    subprocesses and pages); dropped after the test."""
+    url = clone_database(pg_admin_url, normalized_small_url)
+    monkeypatch.setenv("SHAREPRICE_DATABASE_URL", url.render_as_string(hide_password=False))
+    yield db.get_engine(url)
+    drop_database(pg_admin_url, url)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real chain samples in ../shared (skipped outside CI when missing, a failure in CI)."""

@@ -7,29 +7,24 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import orjson
 import pytest
 import sqlalchemy as sa
-from helpers.database import clone_database, drop_database
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from shareprice import backfill, checks
-from shareprice.store import config, db
+from shareprice.store import config
 
 SHAREPRICE = [sys.executable, "-m", "shareprice.cli"]
 SLASHED_WARNING = "prices_never_decrease"  # the small data set slashes one operator: a warning
 
 
 @pytest.fixture()
-def small(pg_admin_url, normalized_small_url, monkeypatch) -> Iterator[Engine]:
-    """A private copy of the backfilled small data set, also the configured URL."""
-    url = clone_database(pg_admin_url, normalized_small_url)
-    monkeypatch.setenv("SHAREPRICE_DATABASE_URL", url.render_as_string(hide_password=False))
-    yield db.get_engine(url)
-    drop_database(pg_admin_url, url)
+def small(normalized_small_copy: Engine) -> Engine:
+    return normalized_small_copy
 
 
 def _cli_check(*args: str) -> tuple[int, dict]:

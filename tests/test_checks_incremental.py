@@ -10,18 +10,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.database import clone_database, drop_database
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from streamlit.testing.v1 import AppTest
 
 from shareprice import backfill, checks
 from shareprice.cli import check_cmds
-from shareprice.store import db
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAREPRICE = [sys.executable, "-m", "shareprice.cli"]
@@ -29,12 +26,8 @@ RAW_CHECKS = [c.name for c in checks.CHECKS if c.reads_raw]
 
 
 @pytest.fixture()
-def small(pg_admin_url, normalized_small_url, monkeypatch) -> Iterator[Engine]:
-    """A private copy of the backfilled small data set, also the configured URL."""
-    url = clone_database(pg_admin_url, normalized_small_url)
-    monkeypatch.setenv("SHAREPRICE_DATABASE_URL", url.render_as_string(hide_password=False))
-    yield db.get_engine(url)
-    drop_database(pg_admin_url, url)
+def small(normalized_small_copy: Engine) -> Engine:
+    return normalized_small_copy
 
 
 def _cli(*args: str) -> tuple[int, dict]:

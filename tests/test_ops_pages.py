@@ -9,19 +9,18 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from helpers.database import TEMPLATE_DB, clone_database, drop_database, new_database
+from helpers.database import TEMPLATE_DB, drop_database, new_database
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from streamlit.testing.v1 import AppTest
 
 from shareprice import checks, timings
 from shareprice.ingest import generator
-from shareprice.store import db, roles
+from shareprice.store import roles
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,12 +37,8 @@ def _texts(at: AppTest) -> str:
 
 
 @pytest.fixture()
-def small(pg_admin_url, normalized_small_url, monkeypatch) -> Iterator[Engine]:
-    """A private copy of the backfilled small data set, also the configured URL."""
-    url = clone_database(pg_admin_url, normalized_small_url)
-    monkeypatch.setenv("SHAREPRICE_DATABASE_URL", url.render_as_string(hide_password=False))
-    yield db.get_engine(url)
-    drop_database(pg_admin_url, url)
+def small(normalized_small_copy: Engine) -> Engine:
+    return normalized_small_copy
 
 
 # --- progress -----------------------------------------------------------------------------------
