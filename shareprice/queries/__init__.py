@@ -10,7 +10,8 @@ modules: `request` (the request model, windows, filters), `connection` (timed co
 `trace()`, COPY into frames), `frames` (exact frames), `series` (v2 series and downsampling),
 `band` (the all-operators band), `baseline_v1` (the old JSON path), `operator_table` (operators
 and yields, with `yields`), `epochs` (data version, summary, epoch rate, dates), `replica`,
-`api_rows` (the old HTTP API's epoch rows, summary and raw documents).
+`api_rows` (the old HTTP API's epoch rows, summary and raw documents), `nominators` (nominator
+positions, their value history and events, holders per operator).
 
 May import: shareprice.chain, shareprice.store, shareprice.errors, polars, psycopg.
 """
@@ -65,6 +66,25 @@ from shareprice.queries.frames import (
     frames_equal,
     perq_to_decimal,
 )
+from shareprice.queries.nominators import (
+    HOLDERS_MAX_LIMIT,
+    TOP_HOLDERS,
+    Account,
+    AddressError,
+    Holders,
+    NominatorView,
+    Position,
+    PositionsEpoch,
+    Withdrawal,
+    latest_positions_epoch,
+    nominator_counts,
+    nominator_events,
+    nominator_history,
+    nominator_positions,
+    operator_holders,
+    resolve_address,
+    share_perq,
+)
 from shareprice.queries.operator_table import (
     add_yields,
     largest_operators,
@@ -101,6 +121,23 @@ from shareprice.queries.totals import (
 )
 
 __all__ = [
+    "HOLDERS_MAX_LIMIT",
+    "TOP_HOLDERS",
+    "Account",
+    "AddressError",
+    "Holders",
+    "NominatorView",
+    "Position",
+    "PositionsEpoch",
+    "Withdrawal",
+    "latest_positions_epoch",
+    "nominator_counts",
+    "nominator_events",
+    "nominator_history",
+    "nominator_positions",
+    "operator_holders",
+    "resolve_address",
+    "share_perq",
     "TOTALS_SCHEMA",
     "DomainSummary",
     "domain_summary",
