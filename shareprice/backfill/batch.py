@@ -35,6 +35,10 @@ TABLES = (
     "operator_shares",
     "operator_chain_share_prices",
     "operators_metadata",
+    "nominator_positions",
+    "nominator_withdrawals",
+    "epoch_positions",
+    "nominator_accounts",
 )
 
 
@@ -104,7 +108,7 @@ def process_batch(
                 for parsed in parse_batch(rows, partial(load_document, conn), batch.add):
                     if parsed.error is not None:
                         batch.fail(parsed.raw, str(parsed.error))
-                    elif len(batch.prices) >= FLUSH_ROWS:
+                    elif batch.buffered >= FLUSH_ROWS:
                         batch.flush(conn)  # between the prefetching thread's FETCHes
                 read_s = time.perf_counter() - started
                 counts = finish_batch(conn, batch, run_id, touched)

@@ -36,13 +36,16 @@ import contextlib
 import gc
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import psycopg
 from psycopg.types.json import set_json_loads
 
+from shareprice.backfill import positions
+from shareprice.backfill.positions import EpochItems, PositionChanges
+from shareprice.chain.nominators import head_domain_number, parse_positions
 from shareprice.chain.parser import (
     ParseError,
     chain_price_rows,
@@ -59,6 +62,9 @@ _CHAIN_KEY_LEN = 2 + 32 + 32 + 16 + 8 + 8
 _ROWS_PER_FETCH = 8
 
 # One row per requested epoch. `fast` documents come in parts; the others as whole text.
+# One row per requested epoch, plus one per base epoch (is_base: E-1 of a batch epoch E whose
+# E-1 is not in the batch, for its position items and chain prices only). `fast` documents
+# come in parts; the others as whole text.
 FETCH_SQL = """
 SELECT s.epoch,
        s.revision,
@@ -72,15 +78,33 @@ SELECT s.epoch,
        p.operator_count,
        p.chain_values,
        p.chain_count,
-       CASE WHEN NOT sh.shaped THEN (SELECT e2.data::text FROM epochs AS e2 WHERE e2.epoch = s.epoch)
-       END AS document
+       CASE WHEN NOT sh.shaped AND NOT s.base_failed
+            THEN (SELECT e2.data::text FROM epochs AS e2 WHERE e2.epoch = s.epoch)
+       END AS document,
+       s.is_base,
+       s.base_failed,
+       p.head,
+       p.deposit_values,
+       p.deposit_count,
+       p.withdrawal_values,
+       p.withdrawal_count,
+       p.hold_values,
+       p.hold_count
 FROM (
     SELECT e.epoch, e.revision,
            (SELECT n.revision FROM epoch_normalizations AS n WHERE n.epoch = e.epoch)
                AS normalized_revision,
+           e.epoch = ANY(%(bases)s::int[]) AS is_base,
+           -- A base whose document failed at its current revision (and was not normalized at
+           -- it since): no base, whatever its items say.
+           (e.epoch = ANY(%(bases)s::int[])
+            AND EXISTS (SELECT 1 FROM backfill_errors AS b
+                        WHERE b.epoch = e.epoch AND b.revision = e.revision)
+            AND NOT EXISTS (SELECT 1 FROM epoch_normalizations AS n
+                            WHERE n.epoch = e.epoch AND n.revision = e.revision)) AS base_failed,
            e.data || '{}'::jsonb AS d
     FROM epochs AS e
-    WHERE e.epoch = ANY(%(epochs)s::int[])
+    WHERE e.epoch = ANY(%(epochs)s::int[]) OR e.epoch = ANY(%(bases)s::int[])
     ORDER BY e.epoch
     OFFSET 0
 ) AS s
@@ -92,6 +116,12 @@ CROSS JOIN LATERAL (
            AND jsonb_typeof(s.d -> 'operators' -> 'entries') = 'array'
            AND (coalesce(jsonb_typeof(s.d -> 'operatorEpochSharePrice'), 'null') = 'null'
                 OR jsonb_typeof(s.d -> 'operatorEpochSharePrice' -> 'entries') = 'array')
+           AND (coalesce(jsonb_typeof(s.d -> 'deposits'), 'null') = 'null'
+                OR jsonb_typeof(s.d -> 'deposits' -> 'entries') = 'array')
+           AND (coalesce(jsonb_typeof(s.d -> 'withdrawals'), 'null') = 'null'
+                OR jsonb_typeof(s.d -> 'withdrawals' -> 'entries') = 'array')
+           AND (coalesce(jsonb_typeof(s.d -> 'depositOnHold'), 'null') = 'null'
+                OR jsonb_typeof(s.d -> 'depositOnHold' -> 'entries') = 'array')
            AS shaped,
            s.d -> 'domainStakingSummary' AS summary
     OFFSET 0
@@ -104,15 +134,32 @@ LEFT JOIN LATERAL (
                 THEN jsonb_build_array(sh.summary -> 'currentTotalStake') END AS total_stake,
            CASE WHEN sh.summary ? 'currentEpochRewards'
                 THEN jsonb_build_array(sh.summary -> 'currentEpochRewards') END AS rewards,
-           ARRAY(SELECT e ->> 'value' FROM jsonb_array_elements(s.d -> 'operators' -> 'entries') AS e)
-               AS operator_values,
+           CASE WHEN NOT s.is_base THEN ARRAY(
+               SELECT e ->> 'value' FROM jsonb_array_elements(s.d -> 'operators' -> 'entries') AS e)
+           END AS operator_values,
            s.d -> 'operators' -> 'count' AS operator_count,
            CASE WHEN jsonb_typeof(s.d -> 'operatorEpochSharePrice') = 'object' THEN ARRAY(
                SELECT e ->> 'value'
                FROM jsonb_array_elements(s.d -> 'operatorEpochSharePrice' -> 'entries') AS e)
            END AS chain_values,
-           s.d -> 'operatorEpochSharePrice' -> 'count' AS chain_count
-    WHERE sh.shaped
+           s.d -> 'operatorEpochSharePrice' -> 'count' AS chain_count,
+           -- Position items: NULL when the item is missing or null (no positions known).
+           s.d -> 'headDomainNumber' AS head,
+           CASE WHEN jsonb_typeof(s.d -> 'deposits') = 'object' THEN ARRAY(
+               SELECT e ->> 'value' FROM jsonb_array_elements(s.d -> 'deposits' -> 'entries') AS e)
+           END AS deposit_values,
+           s.d -> 'deposits' -> 'count' AS deposit_count,
+           CASE WHEN jsonb_typeof(s.d -> 'withdrawals') = 'object' THEN ARRAY(
+               SELECT e ->> 'value'
+               FROM jsonb_array_elements(s.d -> 'withdrawals' -> 'entries') AS e)
+           END AS withdrawal_values,
+           s.d -> 'withdrawals' -> 'count' AS withdrawal_count,
+           CASE WHEN jsonb_typeof(s.d -> 'depositOnHold') = 'object' THEN ARRAY(
+               SELECT e ->> 'value'
+               FROM jsonb_array_elements(s.d -> 'depositOnHold' -> 'entries') AS e)
+           END AS hold_values,
+           s.d -> 'depositOnHold' -> 'count' AS hold_count
+    WHERE sh.shaped AND NOT s.base_failed
     OFFSET 0
 ) AS p ON true
 ORDER BY s.epoch
@@ -141,6 +188,19 @@ class RawEpoch:
     chain_values: list[str | None] | None
     chain_count: Any
     document: str | None
+    #: E-1 of a batch epoch whose E-1 is not in the batch: read for its positions only.
+    is_base: bool = False
+    #: A base whose document failed at its current revision: not a base.
+    base_failed: bool = False
+    #: headDomainNumber as JSON (None: missing or null).
+    head: Any = None
+    #: Each item's entry values (None: the item is missing or null) and its `count`.
+    deposit_values: list[str | None] | None = None
+    deposit_count: Any = None
+    withdrawal_values: list[str | None] | None = None
+    withdrawal_count: Any = None
+    hold_values: list[str | None] | None = None
+    hold_count: Any = None
 
 
 #: (operator_id, stake, shares, storage_fee, nomination_tax, status, share_price_perq, rewards):
@@ -159,6 +219,8 @@ class ParsedEpoch:
     #: Chain entries not already returned for an earlier epoch of the same batch.
     chain: list[ChainRow]
     error: ParseError | None
+    #: Its nominator position change rows; None when the document carries no position items.
+    positions: PositionChanges | None = None
 
 
 class _Unusual(Exception):
@@ -170,13 +232,20 @@ def configure(conn: psycopg.Connection) -> None:
     set_json_loads(load_json, conn)
 
 
+def base_epochs(epochs: Sequence[int]) -> list[int]:
+    """E-1 of every epoch E whose E-1 is not among `epochs`: the positions each is compared with."""
+    wanted = set(epochs)
+    return sorted({e - 1 for e in wanted if e - 1 not in wanted})
+
+
 def fetch(conn: psycopg.Connection, epochs: Sequence[int]) -> Iterator[RawEpoch]:
-    """The requested epochs, in epoch order (epochs that no longer exist are left out)."""
+    """The requested epochs, in epoch order (epochs that no longer exist are left out), with
+    their base epochs' rows (is_base) just before them."""
     # A server-side cursor, a few rows per round trip: memory stays at a few documents whatever
     # the batch size, and other statements (load_document) can run between fetches.
     with conn.cursor(name="backfill_fetch", binary=True) as cur:
         cur.itersize = _ROWS_PER_FETCH
-        cur.execute(FETCH_SQL, {"epochs": list(epochs)})
+        cur.execute(FETCH_SQL, {"epochs": list(epochs), "bases": base_epochs(epochs)})
         for row in cur:
             yield RawEpoch(*row)
 
@@ -238,16 +307,24 @@ def load_document(conn: psycopg.Connection, epoch: int) -> str | None:
 
 class ChainDiff:
     """Decodes each document's chain dump, handing the parser only the entries new since the
-    previous successfully parsed document of the batch (see the module docstring)."""
+    previous successfully parsed document of the batch (see the module docstring).
+
+    `prices` is the full map of the last document parsed (for effective shares): the previous
+    map updated with the new entries, rebuilt from all of them when a key disappeared."""
 
     def __init__(self) -> None:
         self._previous: dict[str, str] | None = None
+        self.prices: dict[tuple[int, int, int], int] = {}
 
     def forget(self) -> None:
         self._previous = None
+        self.prices = {}
 
     def parse(self, epoch: int, values: list[str], count: Any) -> list[ChainRow]:
         previous, self._previous = self._previous, None
+        # The previous document's map (when `previous` is set, nothing forgot it since); empty
+        # until this document parsed, so a failure leaves no stale prices.
+        known, self.prices = self.prices, {}
         if count is not None and count != len(values):
             raise _Unusual
         if None in values:  # an entry without a string value: the parser says what it is
@@ -257,19 +334,52 @@ class ChainDiff:
         if len(current) != len(values) or previous is None:
             # The batch's first document, or a key repeated (the parser decides what it is).
             rows = chain_price_rows(values, epoch=epoch)
+            prices = {(o, d, de): v for o, d, de, v in rows}
+        elif not previous.keys() <= current.keys():  # an entry vanished: rebuild the map
+            rows = chain_price_rows(values, epoch=epoch)
+            prices = {(o, d, de): v for o, d, de, v in rows}
         else:
             seen = previous.get
             rows = chain_price_rows(
                 [v for k, v in zip(keys, values, strict=True) if seen(k) != v], epoch=epoch
             )
+            prices = known
+            for o, d, de, v in rows:
+                prices[(o, d, de)] = v
         self._previous = current
+        self.prices = prices
         return rows
 
 
 _EMPTY_DUMP: dict[str, Any] = {"entries": []}
 
 
-def _parse_parts(raw: RawEpoch, chain: ChainDiff) -> tuple[int, list[OperatorRow], list[ChainRow]]:
+def _checked_values(values: list[str | None] | None, count: Any) -> list[str] | None:
+    if values is None:
+        return None
+    if count is not None and count != len(values):
+        raise _Unusual
+    if None in values:  # an entry without a string value: the whole document decides
+        raise _Unusual
+    return cast(list[str], values)
+
+
+def _parts_positions(
+    raw: RawEpoch, epoch: int, prices: dict[tuple[int, int, int], int], base: EpochItems | None
+) -> tuple[EpochItems, PositionChanges] | None:
+    """The position items of a fast row (None: the document carries no `deposits` item)."""
+    deposits = _checked_values(raw.deposit_values, raw.deposit_count)
+    withdrawals = _checked_values(raw.withdrawal_values, raw.withdrawal_count)
+    holds = _checked_values(raw.hold_values, raw.hold_count)
+    if deposits is None:
+        return None
+    head = head_domain_number(raw.head, epoch)
+    return positions.build(epoch, raw.revision, head, deposits, withdrawals, holds, prices, base)
+
+
+def _parse_parts(
+    raw: RawEpoch, chain: ChainDiff, base: EpochItems | None
+) -> tuple[int, list[OperatorRow], list[ChainRow], tuple[EpochItems, PositionChanges] | None]:
     """A storage dump from its parts, in parse_storage_dump's order; raises ParseError or
     _Unusual whenever the parts do not parse (the caller then parses the whole document)."""
     values = raw.operator_values or []
@@ -299,14 +409,61 @@ def _parse_parts(raw: RawEpoch, chain: ChainDiff) -> tuple[int, list[OperatorRow
     operators: list[OperatorRow] = [*operator_rows(cast(list[str], values), rewards, epoch=epoch)]
     if raw.chain_values is None:
         chain.forget()
-        return epoch, operators, []
-    if any(v is None for v in raw.chain_values):
-        raise _Unusual
-    return epoch, operators, chain.parse(epoch, cast(list[str], raw.chain_values), raw.chain_count)
+        prices: list[ChainRow] = []
+    else:
+        if any(v is None for v in raw.chain_values):
+            raise _Unusual
+        prices = chain.parse(epoch, cast(list[str], raw.chain_values), raw.chain_count)
+    # The base is E-1 only: a stored document under another epoch fails anyway.
+    return (
+        epoch,
+        operators,
+        prices,
+        _parts_positions(raw, epoch, chain.prices, _base_for(base, epoch)),
+    )
 
 
-def _parse_whole(text: str) -> tuple[int, Format, list[OperatorRow], list[ChainRow]]:
-    record = parse_document(text)
+def _base_for(base: EpochItems | None, epoch: int) -> EpochItems | None:
+    return base if base is not None and base.epoch == epoch - 1 else None
+
+
+def _values_of(doc: Mapping[str, Any], name: str) -> list[str] | None:
+    dump = doc.get(name)
+    return None if dump is None else [e["value"] for e in dump["entries"]]
+
+
+def _whole_positions(
+    doc: Mapping[str, Any],
+    epoch: int,
+    revision: int,
+    prices: dict[tuple[int, int, int], int],
+    base: EpochItems | None,
+) -> tuple[EpochItems, PositionChanges] | None:
+    """Position items of a whole storage dump: parse_positions decides validity (its
+    ParseError names epoch, item and entry), then the same rows as the parts give."""
+    if doc.get("deposits") is None:
+        parse_positions(doc, epoch)  # withdrawals or holds without deposits are still checked
+        return None
+    checked = parse_positions(doc, epoch)
+    return positions.build(
+        epoch,
+        revision,
+        checked.head_domain_number,
+        _values_of(doc, "deposits"),
+        _values_of(doc, "withdrawals"),
+        _values_of(doc, "depositOnHold"),
+        prices,
+        _base_for(base, epoch),
+    )
+
+
+def _parse_whole(
+    text: str, revision: int, base: EpochItems | None
+) -> tuple[
+    int, Format, list[OperatorRow], list[ChainRow], tuple[EpochItems, PositionChanges] | None
+]:
+    doc = load_json(text)
+    record = parse_document(doc)
     operators = [
         (
             o.operator_id,
@@ -324,7 +481,42 @@ def _parse_whole(text: str) -> tuple[int, Format, list[OperatorRow], list[ChainR
         (c.operator_id, c.domain_id, c.domain_epoch, c.shares_per_stake_perq)
         for c in record.chain_prices
     ]
-    return record.epoch, record.format, operators, chain
+    found = None
+    if record.format == "storage_dump":
+        if type(doc) is list:
+            doc = doc[0]
+        prices = {(o, d, de): v for o, d, de, v in chain}
+        found = _whole_positions(doc, record.epoch, revision, prices, base)
+    return record.epoch, record.format, operators, chain, found
+
+
+def _parse_base(raw: RawEpoch, load_document: Callable[[int], str | None]) -> EpochItems | None:
+    """The items of a base epoch (E-1 read for E's comparison), or None when it has none or
+    they would not parse: E then gets full rows (and the pending query notices later if E-1
+    turns out normalized after all)."""
+    if raw.base_failed:
+        return None
+    try:
+        try:
+            if not raw.fast:
+                raise _Unusual
+            epoch = raw.epoch
+            chain_values = _checked_values(raw.chain_values, raw.chain_count)
+            prices = (
+                {}
+                if chain_values is None
+                else {(o, d, de): v for o, d, de, v in chain_price_rows(chain_values, epoch=epoch)}
+            )
+            found = _parts_positions(raw, epoch, prices, None)
+        except Exception:  # the whole document decides
+            record_epoch, _, _, _, found = _parse_whole(
+                raw.document or load_document(raw.epoch) or "", raw.revision, None
+            )
+            if record_epoch != raw.epoch:
+                return None
+    except ParseError:
+        return None
+    return None if found is None else found[0]
 
 
 def parse_batch(
@@ -337,34 +529,44 @@ def parse_batch(
     `load_document(epoch)` returns a document's whole text, for parts that do not parse.
     `accept(parsed)` takes a parsed epoch or says why it cannot be stored (values the tables
     cannot hold). It runs here, before the next document is diffed against this one, so that a
-    rejected epoch's chain entries are never assumed stored.
+    rejected epoch's chain entries are never assumed stored (nor its positions a base).
+
+    Positions: each epoch's are compared with E-1's, parsed in this batch (when it succeeded)
+    or read as a base row (fetch); rows come in epoch order, so `base` is always the latest.
     """
     chain = ChainDiff()
+    base: EpochItems | None = None
     gc_was_enabled = gc.isenabled()
     # Parsing makes ~10,000 acyclic containers per document; the cyclic GC would scan them
     # over and over (the parser does the same in parse_document).
     gc.disable()
     try:
         for raw in rows:
+            if raw.is_base:
+                base = _parse_base(raw, load_document)
+                continue
             try:
                 try:
                     if not raw.fast:
                         raise _Unusual
-                    epoch, operators, prices = _parse_parts(raw, chain)
+                    epoch, operators, prices, found = _parse_parts(raw, chain, base)
                     fmt: Format = "storage_dump"
                 except Exception:  # whatever it is, the whole document decides
                     # Not the ordinary shape, or not valid: the parser decides on the whole.
                     chain.forget()
-                    epoch, fmt, operators, prices = _parse_whole(
-                        raw.document or load_document(raw.epoch) or ""
+                    epoch, fmt, operators, prices, found = _parse_whole(
+                        raw.document or load_document(raw.epoch) or "", raw.revision, base
                     )
             except ParseError as exc:
                 chain.forget()
+                base = None
                 if exc.epoch is None:  # e.g. "not a JSON object": say which epoch anyway
                     exc = ParseError(exc.reason, raw.epoch, exc.entry)
                 yield ParsedEpoch(raw, raw.epoch, "storage_dump", [], [], exc)
                 continue
-            parsed = ParsedEpoch(raw, epoch, fmt, operators, prices, None)
+            parsed = ParsedEpoch(
+                raw, epoch, fmt, operators, prices, None, None if found is None else found[1]
+            )
             problem = (
                 f"document says epoch {epoch} but is stored as epoch {raw.epoch}"
                 if epoch != raw.epoch
@@ -374,8 +576,10 @@ def parse_batch(
             )
             if problem is not None:
                 chain.forget()
+                base = None
                 yield ParsedEpoch(raw, raw.epoch, fmt, [], [], ParseError(problem, raw.epoch))
                 continue
+            base = None if found is None else found[0]
             yield parsed
     finally:
         if gc_was_enabled:

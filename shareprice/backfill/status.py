@@ -37,6 +37,10 @@ NORMALIZED_TABLES = (
     "operator_shares",
     "operator_chain_share_prices",
     "operators_metadata",
+    "nominator_positions",
+    "nominator_withdrawals",
+    "epoch_positions",
+    "nominator_accounts",
 )
 
 #: Per-query limit: the page must never queue behind the backfill for long.

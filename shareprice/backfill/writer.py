@@ -14,6 +14,10 @@ Why the write looks like this (issue 4, "bulk paths only"):
   and last seen, latest status and tax; name and colour only on first insert), the run counters.
   That tail runs under a transaction-level advisory lock so parallel workers never deadlock on
   the same metadata or chain rows; it takes milliseconds.
+- Nominator positions (sql/042): the change rows of `nominator_positions` and
+  `nominator_withdrawals` and one `epoch_positions` row per epoch whose document carries the
+  items are COPYed straight in like prices (begin_batch deletes a re-normalized epoch's rows
+  first); `nominator_accounts` (account, SS58) is upserted in the serialized tail.
 - `epoch_normalizations` gets (epoch, revision) in the same transaction as the rows: an epoch is
   marked done exactly when its rows are there, whatever kills the process when.
 """
@@ -28,7 +32,9 @@ from dataclasses import dataclass, field
 import orjson
 import psycopg
 
+from shareprice.backfill.positions import PositionChanges
 from shareprice.backfill.reader import ParsedEpoch, RawEpoch
+from shareprice.chain import ss58
 from shareprice.store import locks
 
 #: pg_advisory_xact_lock key serializing the short tail of batch transactions (metadata, chain).
@@ -81,6 +87,10 @@ class WriteCounts:
     shares: int = 0
     chain: int = 0
     metadata: int = 0
+    positions: int = 0
+    withdrawals: int = 0
+    epoch_positions: int = 0
+    accounts: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -88,6 +98,10 @@ class WriteCounts:
             "operator_shares": self.shares,
             "operator_chain_share_prices": self.chain,
             "operators_metadata": self.metadata,
+            "nominator_positions": self.positions,
+            "nominator_withdrawals": self.withdrawals,
+            "epoch_positions": self.epoch_positions,
+            "nominator_accounts": self.accounts,
         }
 
 
@@ -106,6 +120,11 @@ class BatchRows:
 
     prices: list[str] = field(default_factory=list)
     shares: list[str] = field(default_factory=list)
+    positions: list[str] = field(default_factory=list)
+    withdrawals: list[str] = field(default_factory=list)
+    epoch_positions: list[str] = field(default_factory=list)
+    #: Accounts (64 hex digits) of the position rows written, for nominator_accounts.
+    accounts: set[str] = field(default_factory=set)
     chain: dict[tuple[int, int, int], tuple[int, int]] = field(default_factory=dict)
     meta_first: dict[int, int] = field(default_factory=dict)
     meta_last: dict[int, tuple[int, str | None, int | None]] = field(default_factory=dict)
@@ -118,17 +137,35 @@ class BatchRows:
     def flush(self, conn: psycopg.Connection) -> None:
         """COPY the buffered rows now (inside the batch's transaction), so a batch's memory is
         bounded by FLUSH_ROWS whatever the batch size or the operators per epoch."""
-        if not self.prices:
-            return
         with conn.cursor() as cur:
-            with cur.copy(_COPY_PRICES) as copy:
-                copy.write("".join(self.prices).encode())
-            with cur.copy(_COPY_SHARES) as copy:
-                copy.write("".join(self.shares).encode())
+            for lines, statement in (
+                (self.prices, _COPY_PRICES),
+                (self.shares, _COPY_SHARES),
+                (self.positions, _COPY_POSITIONS),
+                (self.withdrawals, _COPY_WITHDRAWALS),
+                (self.epoch_positions, _COPY_EPOCH_POSITIONS),
+            ):
+                if lines:
+                    with cur.copy(statement) as copy:
+                        copy.write("".join(lines).encode())
         self.counts.prices += len(self.prices)
         self.counts.shares += len(self.shares)
-        self.prices.clear()
-        self.shares.clear()
+        self.counts.positions += len(self.positions)
+        self.counts.withdrawals += len(self.withdrawals)
+        self.counts.epoch_positions += len(self.epoch_positions)
+        for lines in (
+            self.prices,
+            self.shares,
+            self.positions,
+            self.withdrawals,
+            self.epoch_positions,
+        ):
+            lines.clear()
+
+    @property
+    def buffered(self) -> int:
+        """Rows waiting for flush() (what FLUSH_ROWS bounds)."""
+        return len(self.prices) + len(self.positions) + len(self.withdrawals)
 
     @property
     def epochs(self) -> list[int]:
@@ -174,6 +211,14 @@ class BatchRows:
                 )
             if value > _NUMERIC40_MAX:
                 return f"chain price {value} exceeds 40 digits"
+        if parsed.positions is not None:
+            position_lines = _position_lines(parsed.positions)
+            if isinstance(position_lines, str):
+                return position_lines
+            self.positions.extend(position_lines[0])
+            self.withdrawals.extend(position_lines[1])
+            self.epoch_positions.append(position_lines[2])
+            self.accounts.update(position_lines[3])
         self.prices.extend(prices)
         self.shares.extend(shares)
         table = self.chain
@@ -195,12 +240,95 @@ class BatchRows:
         )
 
 
+def _n(value: int | None) -> str:
+    return _NULL if value is None else str(value)
+
+
+def _position_lines(
+    changes: PositionChanges,
+) -> tuple[list[str], list[str], str, list[str]] | str:
+    """COPY lines of one epoch's position rows, or why they cannot be stored."""
+    epoch = changes.epoch
+    positions: list[str] = []
+    withdrawals: list[str] = []
+    accounts: list[str] = []
+    for operator_id, account, state in changes.rows:
+        if operator_id > _BIGINT_MAX:
+            return f"nominator position of operator {operator_id}: the id exceeds 2^63-1"
+        if state is None:
+            positions.append(f"{operator_id}\t\\\\x{account}\t{epoch}{_CLOSED_POSITION}")
+            continue
+        _, _, known, fee, domain, pending_epoch, amount, pending_fee, effective, hold = state
+        if (domain is not None and domain > _INT_MAX) or (
+            pending_epoch is not None and pending_epoch > _INT_MAX
+        ):
+            return (
+                f"deposit of account 0x{account} with operator {operator_id}: pending epoch "
+                f"[{domain}, {pending_epoch}] exceeds its column"
+            )
+        if effective is not None and effective > _NUMERIC40_MAX:
+            return (
+                f"deposit of account 0x{account} with operator {operator_id}: effective "
+                f"shares {effective} exceed 40 digits"
+            )
+        accounts.append(account)
+        positions.append(
+            f"{operator_id}\t\\\\x{account}\t{epoch}\t{_n(known)}\t{_n(fee)}\t{_n(domain)}\t"
+            f"{_n(pending_epoch)}\t{_n(amount)}\t{_n(pending_fee)}\t{_n(effective)}\t{_n(hold)}\n"
+        )
+    for operator_id, account, w in changes.withdrawal_rows:
+        if operator_id > _BIGINT_MAX:
+            return f"withdrawal of operator {operator_id}: the id exceeds 2^63-1"
+        if w is None:
+            withdrawals.append(f"{operator_id}\t\\\\x{account}\t{epoch}{_CLOSED_WITHDRAWAL}")
+            continue
+        _, _, total, total_fee, domain, w_epoch, unlock, shares, refund, unlocking = w
+        blocks = [b for b, _, _ in unlocking]
+        if unlock is not None:
+            blocks.append(unlock)
+        if (
+            any(b > _BIGINT_MAX for b in blocks)
+            or (domain is not None and domain > _INT_MAX)
+            or (w_epoch is not None and w_epoch > _INT_MAX)
+        ):
+            return (
+                f"withdrawal of account 0x{account} with operator {operator_id}: a block or "
+                "epoch number exceeds its column"
+            )
+        accounts.append(account)
+        listed = orjson.dumps(
+            [
+                {"unlock_block": b, "amount": str(a), "storage_fee_refund": str(f)}
+                for b, a, f in unlocking
+            ]
+        ).decode()
+        withdrawals.append(
+            f"{operator_id}\t\\\\x{account}\t{epoch}\t{total}\t{total_fee}\t{_n(domain)}\t"
+            f"{_n(w_epoch)}\t{_n(unlock)}\t{_n(shares)}\t{_n(refund)}\t{_copy_text(listed)}\n"
+        )
+    head = changes.head_domain_number
+    if head is not None and head > _BIGINT_MAX:
+        return f"headDomainNumber {head} exceeds 2^63-1"
+    line = (
+        f"{epoch}\t{_n(changes.base_revision)}\t{_n(head)}\t{changes.positions}\t"
+        f"{changes.withdrawals}\n"
+    )
+    return positions, withdrawals, line, accounts
+
+
+_CLOSED_POSITION = "\t\\N" * 8 + "\n"
+_CLOSED_WITHDRAWAL = "\t\\N" * 8 + "\n"
+
+
 # --- SQL -------------------------------------------------------------------------------------------
 
 STAGING_SQL = """
 CREATE TEMP TABLE IF NOT EXISTS backfill_chain_stage (
     operator_id bigint, domain_id integer, domain_epoch integer,
     shares_per_stake_perq numeric, seen_in_epoch integer
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS backfill_accounts_stage (
+    account bytea, ss58 text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS backfill_meta_stage (
     operator_id bigint, name text, color text, status text, nomination_tax smallint,
@@ -217,6 +345,30 @@ _COPY_SHARES = (
     "COPY operator_shares (operator_id, epoch, stake_raw, shares_raw, storage_fee_raw, "
     "rewards_raw, status, nomination_tax) FROM STDIN"
 )
+_COPY_POSITIONS = (
+    "COPY nominator_positions (operator_id, account, from_epoch, known_shares, "
+    "known_storage_fee, pending_domain_id, pending_epoch, pending_amount, pending_storage_fee, "
+    "effective_shares, deposit_on_hold) FROM STDIN"
+)
+_COPY_WITHDRAWALS = (
+    "COPY nominator_withdrawals (operator_id, account, from_epoch, total_amount, "
+    "total_storage_fee, in_shares_domain_id, in_shares_epoch, in_shares_unlock_block, in_shares, "
+    "in_shares_storage_fee_refund, unlocking) FROM STDIN"
+)
+_COPY_EPOCH_POSITIONS = (
+    "COPY epoch_positions (epoch, base_revision, head_domain_number, positions, withdrawals) "
+    "FROM STDIN"
+)
+_DELETE_POSITIONS = "DELETE FROM nominator_positions WHERE from_epoch = ANY(%s::int[])"
+_DELETE_WITHDRAWALS = "DELETE FROM nominator_withdrawals WHERE from_epoch = ANY(%s::int[])"
+_DELETE_EPOCH_POSITIONS = "DELETE FROM epoch_positions WHERE epoch = ANY(%s::int[])"
+_COPY_ACCOUNTS_STAGE = "COPY backfill_accounts_stage FROM STDIN"
+# Accounts never change their SS58 form: the first writer's row stays.
+_INSERT_ACCOUNTS = """
+INSERT INTO nominator_accounts (account, ss58)
+SELECT account, ss58 FROM backfill_accounts_stage ORDER BY account
+ON CONFLICT DO NOTHING
+"""
 _COPY_CHAIN_STAGE = "COPY backfill_chain_stage FROM STDIN"
 _COPY_META_STAGE = "COPY backfill_meta_stage FROM STDIN"
 
@@ -339,6 +491,9 @@ def begin_batch(
         stale = sorted(r[0] for r in cur.execute(_NORMALIZED_AMONG, (list(epochs),)).fetchall())
     if not stale:
         return set()
+    cur.execute(_DELETE_POSITIONS, (stale,))
+    cur.execute(_DELETE_WITHDRAWALS, (stale,))
+    cur.execute(_DELETE_EPOCH_POSITIONS, (stale,))
     cur.execute(_DELETE_PRICES, (stale,))
     cur.execute(_DELETE_SHARES, (stale,))
     return {row[0] for row in cur.fetchall()}
@@ -403,6 +558,16 @@ def finish_batch(
             copy.write("".join(lines).encode())
         cur.execute(_UPSERT_META)
         counts.metadata = max(cur.rowcount, 0)
+    if batch.accounts:
+        with cur.copy(_COPY_ACCOUNTS_STAGE) as copy:
+            copy.write(
+                "".join(
+                    f"\\\\x{account}\t{ss58.encode(bytes.fromhex(account))}\n"
+                    for account in sorted(batch.accounts)
+                ).encode()
+            )
+        cur.execute(_INSERT_ACCOUNTS)
+        counts.accounts = max(cur.rowcount, 0)
     if touched:
         cur.execute(_RESEEN_META, (sorted(touched),))
     if batch.normalized or touched:

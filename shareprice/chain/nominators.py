@@ -104,13 +104,23 @@ class Positions:
 
 
 def _key(value: str, item: str) -> tuple[int, bytes, str]:
+    operator_id, account, payload = position_key(value, item)
+    return operator_id, bytes.fromhex(account), payload
+
+
+def position_key(value: str, item: str) -> tuple[int, str, str]:
+    """(operator id, account as 64 lowercase hex digits, payload text) of an entry value
+    '0x<prefix><operator u64 LE><account>,<payload>'; ValueError when it is not one."""
     prefix = "0x" + DOMAINS_PALLET + item
     if len(value) < POSITION_KEY_LEN + 1 or not value.startswith(prefix):
         raise ValueError("not a storage key of this item")
     if value[POSITION_KEY_LEN] != ",":
         raise ValueError("entry value has no payload after the storage key")
-    raw = bytes.fromhex(value[KEY_PREFIX_LEN:POSITION_KEY_LEN])
-    return int.from_bytes(raw[:8], "little"), raw[8:], value[POSITION_KEY_LEN + 1 :]
+    hex_key = value[KEY_PREFIX_LEN:POSITION_KEY_LEN]
+    if not hex_key.isascii() or not hex_key.isalnum():  # fromhex would skip whitespace
+        raise ValueError("storage key is not hex")
+    raw = bytes.fromhex(hex_key)
+    return int.from_bytes(raw[:8], "little"), raw[8:].hex(), value[POSITION_KEY_LEN + 1 :]
 
 
 def _epoch_pair(raw: Any) -> tuple[int, int]:
@@ -152,21 +162,100 @@ def _entry(name: str, index: int, epoch: int) -> Iterator[None]:
     """Any decoding failure inside becomes a ParseError naming epoch, item and entry."""
     try:
         yield
-    except ParseError:
+    except ParseError as exc:
+        if exc.epoch is None:  # e.g. invalid JSON from load_json: say where
+            raise ParseError(exc.reason, epoch, f"{name}.entries[{index}]") from None
         raise
     except (KeyError, TypeError, ValueError) as exc:
         reason = f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
         raise ParseError(reason, epoch, f"{name}.entries[{index}]") from None
 
 
-def _payload(name: str, index: int, epoch: int, text: str) -> Mapping[str, Any]:
+def _object(text: str) -> Mapping[str, Any]:
     obj = load_json(text)
     if not isinstance(obj, Mapping):
-        raise ParseError("payload is not a JSON object", epoch, f"{name}.entries[{index}]")
+        raise ValueError("payload is not a JSON object")
     return obj
 
 
-def _head_domain_number(raw: Any, epoch: int) -> int | None:
+#: A Deposits payload decoded: (known shares, known storage fee, pending domain, pending epoch,
+#: pending amount, pending storage fee); the pending four are None when nothing is pending.
+DepositFields = tuple[int, int, int | None, int | None, int | None, int | None]
+#: An unlocking withdrawal: (unlock block, amount, storage fee refund).
+UnlockingFields = tuple[int, int, int]
+#: A Withdrawals payload decoded: (total amount, total storage fee, in-shares domain, epoch,
+#: unlock block, shares, storage fee refund (those five None without withdrawalInShares),
+#: the unlocking list).
+WithdrawalFields = tuple[
+    int,
+    int,
+    int | None,
+    int | None,
+    int | None,
+    int | None,
+    int | None,
+    tuple[UnlockingFields, ...],
+]
+
+
+def deposit_fields(payload: str) -> DepositFields:
+    """One Deposits payload, strictly (KeyError, TypeError, ValueError or ParseError when
+    malformed): plain ints, no dataclass, for the backfill's per-entry path."""
+    obj = _object(payload)
+    known, pending = obj["known"], obj["pending"]
+    shares, fee = decode_u128(known["shares"]), decode_u128(known["storageFeeDeposit"])
+    if pending is None:
+        return shares, fee, None, None, None, None
+    domain_id, domain_epoch = _epoch_pair(pending["effectiveDomainEpoch"])
+    return (
+        shares,
+        fee,
+        domain_id,
+        domain_epoch,
+        decode_u128(pending["amount"]),
+        decode_u128(pending["storageFeeDeposit"]),
+    )
+
+
+def withdrawal_fields(payload: str) -> WithdrawalFields:
+    """One Withdrawals payload, strictly (see deposit_fields)."""
+    obj = _object(payload)
+    in_shares = obj["withdrawalInShares"]
+    if in_shares is not None:
+        domain_id, domain_epoch = _epoch_pair(in_shares["domainEpoch"])
+        shares: tuple[int | None, ...] = (
+            domain_id,
+            domain_epoch,
+            _block(in_shares["unlockAtConfirmedDomainBlockNumber"]),
+            decode_u128(in_shares["shares"]),
+            decode_u128(in_shares["storageFeeRefund"]),
+        )
+    else:
+        shares = (None, None, None, None, None)
+    if type(obj["withdrawals"]) is not list:
+        raise ValueError("'withdrawals' is not a list")
+    unlocking = tuple(
+        (
+            _block(w["unlockAtConfirmedDomainBlockNumber"]),
+            decode_u128(w["amountToUnlock"]),
+            decode_u128(w["storageFeeRefund"]),
+        )
+        for w in obj["withdrawals"]
+    )
+    return (
+        decode_u128(obj["totalWithdrawalAmount"]),
+        decode_u128(obj["totalStorageFeeWithdrawal"]),
+        *shares,
+        unlocking,
+    )  # type: ignore[return-value]
+
+
+def hold_amount(payload: str) -> int:
+    """One DepositOnHold payload: a decimal balance."""
+    return decode_decimal(payload)
+
+
+def head_domain_number(raw: Any, epoch: int) -> int | None:
     """The domain's head block (a decimal string or number; comma-grouped from toHuman): what
     unlock blocks are compared with. None when the dump lacks it."""
     if raw is None:
@@ -177,65 +266,47 @@ def _head_domain_number(raw: Any, epoch: int) -> int | None:
         raise ParseError(str(exc), epoch, "headDomainNumber") from None
 
 
+def _unique(rows: Sequence[Any], name: str, epoch: int) -> None:
+    """Rows sorted by (operator, account): a key twice is a malformed dump (the chain's map
+    holds one value per key), and the tables could not hold both."""
+    for a, b in zip(rows, rows[1:], strict=False):
+        if (a.operator_id, a.account) == (b.operator_id, b.account):
+            raise ParseError(
+                f"operator {b.operator_id}, account 0x{b.account.hex()} appears twice", epoch, name
+            )
+
+
 def parse_positions(doc: Mapping[str, Any], epoch: int) -> Positions:
     """Every nominator position of a Format A document (`epoch` is the document's, already
     validated by the main parser). Items the dump lacks give no positions."""
     deposits: list[Deposit] = []
     for index, operator_id, account, text in _values(doc, "deposits", DEPOSITS_ITEM, epoch):
         with _entry("deposits", index, epoch):
-            obj = _payload("deposits", index, epoch, text)
-            known, pending = obj["known"], obj["pending"]
+            shares, fee, domain_id, domain_epoch, amount, pending_fee = deposit_fields(text)
             converting = None
-            if pending is not None:
-                domain_id, domain_epoch = _epoch_pair(pending["effectiveDomainEpoch"])
-                converting = PendingDeposit(
-                    domain_id,
-                    domain_epoch,
-                    decode_u128(pending["amount"]),
-                    decode_u128(pending["storageFeeDeposit"]),
-                )
-            deposits.append(
-                Deposit(
-                    operator_id,
-                    account,
-                    decode_u128(known["shares"]),
-                    decode_u128(known["storageFeeDeposit"]),
-                    converting,
-                )
-            )
+            if domain_id is not None:
+                assert domain_epoch is not None and amount is not None and pending_fee is not None
+                converting = PendingDeposit(domain_id, domain_epoch, amount, pending_fee)
+            deposits.append(Deposit(operator_id, account, shares, fee, converting))
     withdrawals: list[Withdrawal] = []
     for index, operator_id, account, text in _values(doc, "withdrawals", WITHDRAWALS_ITEM, epoch):
         with _entry("withdrawals", index, epoch):
-            obj = _payload("withdrawals", index, epoch, text)
-            in_shares = obj["withdrawalInShares"]
-            shares = None
-            if in_shares is not None:
-                domain_id, domain_epoch = _epoch_pair(in_shares["domainEpoch"])
-                shares = WithdrawalInShares(
-                    domain_id,
-                    domain_epoch,
-                    _block(in_shares["unlockAtConfirmedDomainBlockNumber"]),
-                    decode_u128(in_shares["shares"]),
-                    decode_u128(in_shares["storageFeeRefund"]),
-                )
-            if type(obj["withdrawals"]) is not list:
-                raise ValueError("'withdrawals' is not a list")
-            unlocking = tuple(
-                Unlocking(
-                    _block(w["unlockAtConfirmedDomainBlockNumber"]),
-                    decode_u128(w["amountToUnlock"]),
-                    decode_u128(w["storageFeeRefund"]),
-                )
-                for w in obj["withdrawals"]
+            total, total_fee, w_domain, w_epoch, unlock, w_shares, refund, unlocking = (
+                withdrawal_fields(text)
             )
+            in_shares = None
+            if w_domain is not None:
+                assert w_epoch is not None and unlock is not None
+                assert w_shares is not None and refund is not None
+                in_shares = WithdrawalInShares(w_domain, w_epoch, unlock, w_shares, refund)
             withdrawals.append(
                 Withdrawal(
                     operator_id,
                     account,
-                    decode_u128(obj["totalWithdrawalAmount"]),
-                    decode_u128(obj["totalStorageFeeWithdrawal"]),
-                    unlocking,
-                    shares,
+                    total,
+                    total_fee,
+                    tuple(Unlocking(*u) for u in unlocking),
+                    in_shares,
                 )
             )
     holds: list[DepositOnHold] = []
@@ -243,14 +314,18 @@ def parse_positions(doc: Mapping[str, Any], epoch: int) -> Positions:
         doc, "depositOnHold", DEPOSIT_ON_HOLD_ITEM, epoch
     ):
         with _entry("depositOnHold", index, epoch):
-            holds.append(DepositOnHold(operator_id, account, decode_decimal(text)))
-    return Positions(
+            holds.append(DepositOnHold(operator_id, account, hold_amount(text)))
+    result = Positions(
         epoch,
-        _head_domain_number(doc.get("headDomainNumber"), epoch),
+        head_domain_number(doc.get("headDomainNumber"), epoch),
         tuple(sorted(deposits, key=lambda d: (d.operator_id, d.account))),
         tuple(sorted(withdrawals, key=lambda w: (w.operator_id, w.account))),
         tuple(sorted(holds, key=lambda h: (h.operator_id, h.account))),
     )
+    _unique(result.deposits, "deposits", epoch)
+    _unique(result.withdrawals, "withdrawals", epoch)
+    _unique(result.holds, "depositOnHold", epoch)
+    return result
 
 
 def effective_shares(

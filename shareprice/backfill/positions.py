@@ -1,0 +1,215 @@
+"""Nominator positions of one epoch, compared with the previous epoch's: the change rows of
+sql/042 (a row only where a position's state differs from its state at E-1).
+
+Why text first: a seed-scale dump repeats every position of every nominator, and nearly all of
+them are unchanged from the previous epoch. An entry whose whole value text (storage key and
+payload) equals the previous epoch's has the same decoded fields, and it is valid because that
+previous entry was decoded and checked when its own epoch was built; so such an entry costs a
+dict lookup and a string compare, and only its effective shares are recomputed when it holds a
+pending deposit whose epoch has ended (the conversion, or a chain price that changed). Every
+other entry is decoded strictly (shareprice.chain.nominators' per-entry decoders, the same ones
+parse_positions uses). A position's state is a plain tuple, compared as a whole.
+
+Errors: anything wrong raises (ValueError, KeyError, ParseError, ...); the reader then parses
+the whole document with parse_positions, whose ParseError names epoch, item and entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from shareprice.chain.codec import KEY_PREFIX_LEN
+from shareprice.chain.nominators import (
+    DEPOSIT_ON_HOLD_ITEM,
+    DEPOSITS_ITEM,
+    POSITION_KEY_LEN,
+    WITHDRAWALS_ITEM,
+    UnlockingFields,
+    deposit_fields,
+    hold_amount,
+    position_key,
+    withdrawal_fields,
+)
+from shareprice.chain.parser import ParseError
+from shareprice.chain.records import PERQ
+
+#: (operator_id, account hex, known_shares, known_storage_fee, pending_domain_id, pending_epoch,
+#: pending_amount, pending_storage_fee, effective_shares, deposit_on_hold): nominator_positions'
+#: columns after the key's epoch. Operator and account are fixed by the dict key, so comparing
+#: whole tuples compares the state columns.
+PositionState = tuple[
+    int, str, int | None, int | None, int | None, int | None, int | None, int | None,
+    int | None, int | None,
+]  # fmt: skip
+#: (operator_id, account hex, total_amount, total_storage_fee, in_shares_domain_id,
+#: in_shares_epoch, in_shares_unlock_block, in_shares, in_shares_storage_fee_refund, unlocking).
+WithdrawalState = tuple[
+    int, str, int, int, int | None, int | None, int | None, int | None, int | None,
+    tuple[UnlockingFields, ...],
+]  # fmt: skip
+#: Chain prices of a document: (operator, domain, domain epoch) -> shares per stake (Perquintill).
+ChainPrices = Mapping[tuple[int, int, int], int]
+
+_PENDING_EPOCH: Final = 5
+_EFFECTIVE: Final = 8
+
+
+@dataclass(slots=True)
+class EpochItems:
+    """One epoch's position items, checked: entry texts by canonical key and decoded states."""
+
+    epoch: int
+    revision: int
+    head_domain_number: int | None
+    deposits: dict[str, str]
+    holds: dict[str, str]
+    withdrawals: dict[str, str]
+    states: dict[str, PositionState]
+    withdrawal_states: dict[str, WithdrawalState]
+
+
+@dataclass(frozen=True, slots=True)
+class PositionChanges:
+    """What an epoch writes: its epoch_positions row and its change rows (state None: a closing
+    row, the key held a position at E-1 and holds none at E)."""
+
+    epoch: int
+    base_revision: int | None
+    head_domain_number: int | None
+    positions: int
+    withdrawals: int
+    rows: list[tuple[int, str, PositionState | None]]
+    withdrawal_rows: list[tuple[int, str, WithdrawalState | None]]
+
+
+def _by_key(values: Sequence[str] | None, name: str, epoch: int) -> dict[str, str]:
+    """Entry values by canonical key: the storage key's operator and account part in lower case
+    (the item prefix differs between the three items); a key twice raises."""
+    out: dict[str, str] = {}
+    if not values:
+        return out
+    for value in values:
+        key = value[KEY_PREFIX_LEN:POSITION_KEY_LEN]
+        if not key.islower():  # hex digits in upper case: the same key as in lower case
+            key = key.lower()
+        if key in out:
+            raise ParseError(f"the key of operator and account {key} appears twice", epoch, name)
+        out[key] = value
+    return out
+
+
+def build(
+    epoch: int,
+    revision: int,
+    head_domain_number: int | None,
+    deposit_values: Sequence[str] | None,
+    withdrawal_values: Sequence[str] | None,
+    hold_values: Sequence[str] | None,
+    prices: ChainPrices,
+    base: EpochItems | None,
+) -> tuple[EpochItems, PositionChanges]:
+    """The items of `epoch` (its document's entry values, in any order) and its change rows
+    against `base` (the items of epoch - 1, or None: full rows). `prices`: this document's
+    chain prices, for effective shares."""
+    deposits = _by_key(deposit_values, "deposits", epoch)
+    holds = _by_key(hold_values, "depositOnHold", epoch)
+    withdrawals = _by_key(withdrawal_values, "withdrawals", epoch)
+    if base is not None and base.epoch != epoch - 1:
+        raise ValueError(f"base epoch {base.epoch} is not epoch {epoch} - 1")
+    b_states = base.states if base is not None else {}
+    b_deposits = base.deposits if base is not None else {}
+    b_holds = base.holds if base is not None else {}
+    prices_get = prices.get
+    states: dict[str, PositionState] = {}
+    rows: list[tuple[int, str, PositionState | None]] = []
+    keys = list(deposits)
+    keys.extend(k for k in holds if k not in deposits)
+    for key in keys:
+        d = deposits.get(key)
+        h = holds.get(key)
+        before = b_states.get(key)
+        state: PositionState
+        if before is not None and d == b_deposits.get(key) and h == b_holds.get(key):
+            # The same text as at E-1: the same fields; only the effective shares can move.
+            pending_epoch = before[_PENDING_EPOCH]
+            if d is None or pending_epoch is None or pending_epoch >= epoch:
+                state = before
+            else:
+                effective = _effective(before, prices_get)
+                state = (
+                    before
+                    if effective == before[_EFFECTIVE]
+                    else (*before[:_EFFECTIVE], effective, before[9])
+                )
+        else:
+            state = _decode_position(d, h, epoch, prices_get)
+        states[key] = state
+        if state is not before and state != before:
+            rows.append((state[0], state[1], state))
+    for key, before in b_states.items():
+        if key not in states:
+            rows.append((before[0], before[1], None))
+    w_states: dict[str, WithdrawalState] = {}
+    w_rows: list[tuple[int, str, WithdrawalState | None]] = []
+    b_w_states = base.withdrawal_states if base is not None else {}
+    b_withdrawals = base.withdrawals if base is not None else {}
+    for key, value in withdrawals.items():
+        w_before = b_w_states.get(key)
+        if w_before is not None and value == b_withdrawals.get(key):
+            w_states[key] = w_before
+            continue
+        operator_id, account, payload = position_key(value, WITHDRAWALS_ITEM)
+        w_state: WithdrawalState = (operator_id, account, *withdrawal_fields(payload))
+        w_states[key] = w_state
+        if w_state != w_before:
+            w_rows.append((operator_id, account, w_state))
+    for key, w_before in b_w_states.items():
+        if key not in w_states:
+            w_rows.append((w_before[0], w_before[1], None))
+    items = EpochItems(
+        epoch, revision, head_domain_number, deposits, holds, withdrawals, states, w_states
+    )
+    changes = PositionChanges(
+        epoch,
+        None if base is None else base.revision,
+        head_domain_number,
+        len(states),
+        len(w_states),
+        rows,
+        w_rows,
+    )
+    return items, changes
+
+
+def _effective(state: PositionState, prices_get) -> int | None:
+    """known + floor(P * pending amount / 10^18), P the chain price of the pending epoch (the
+    caller checked that the epoch has ended); None when that price is missing."""
+    price = prices_get((state[0], state[4], state[5]))
+    if price is None:
+        return None
+    return state[2] + price * state[6] // PERQ
+
+
+def _decode_position(
+    deposit: str | None, hold: str | None, epoch: int, prices_get
+) -> PositionState:
+    operator_id = account = None
+    fields: tuple[int | None, ...] = (None, None, None, None, None, None)
+    effective: int | None = None
+    on_hold: int | None = None
+    if deposit is not None:
+        operator_id, account, payload = position_key(deposit, DEPOSITS_ITEM)
+        fields = deposit_fields(payload)
+        known, _, domain_id, pending_epoch, amount, _ = fields
+        if pending_epoch is None or pending_epoch >= epoch:
+            effective = known
+        else:
+            price = prices_get((operator_id, domain_id, pending_epoch))
+            effective = None if price is None else known + price * amount // PERQ
+    if hold is not None:
+        operator_id, account, payload = position_key(hold, DEPOSIT_ON_HOLD_ITEM)
+        on_hold = hold_amount(payload)
+    assert operator_id is not None and account is not None
+    return (operator_id, account, *fields, effective, on_hold)  # type: ignore[return-value]
