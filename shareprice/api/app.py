@@ -26,6 +26,8 @@ from shareprice.api.v1 import (
     v1_band,
     v1_checks_latest,
     v1_health,
+    v1_nominator,
+    v1_operator_nominators,
     v1_operators,
     v1_progress,
     v1_series,
@@ -75,6 +77,16 @@ ENDPOINTS: dict[str, tuple[str, dict[str, str]]] = {
     "/api/v1/progress": ("Backfill progress (as `shareprice progress --json`).", {}),
     "/api/v1/checks/latest": ("The latest stored integrity-check run.", {}),
     "/api/v1/health": ("Database reachable, latest epoch, normalized share, replica lag.", {}),
+    "/api/v1/nominators/{address}": (
+        "One nominator's positions at the latest positions epoch (address: SS58 or 0x-hex; "
+        "shares = effective shares, value in Shannons); 404 when no position is stored.",
+        {"history": "1: add per operator the value per epoch and deposit/withdrawal events"},
+    ),
+    "/api/v1/operators/{id}/nominators": (
+        "One operator's nominators at the latest positions epoch, largest first, with count "
+        "and top-10 share.",
+        {"limit": "1-1000, default 50"},
+    ),
 }  # fmt: skip
 
 
@@ -169,6 +181,8 @@ def create_app() -> Starlette:
         Route("/v1/progress", v1_progress),
         Route("/v1/checks/latest", v1_checks_latest),
         Route("/v1/health", v1_health),
+        Route("/v1/nominators/{address}", v1_nominator),
+        Route("/v1/operators/{operator_id}/nominators", v1_operator_nominators),
         Route("/openapi.json", openapi),
         Route("/docs", docs),
     ]

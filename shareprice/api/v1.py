@@ -1,6 +1,7 @@
 """The versioned API for new clients, `/api/v1/...`: operators with yields, the explorer's series
-(JSON, CSV or Parquet with Int128), the band, backfill progress, the latest integrity run, and
-health (with replay lag on a hot standby).
+(JSON, CSV or Parquet with Int128), the band, backfill progress, the latest integrity run,
+health (with replay lag on a hot standby), and nominator positions (one nominator's, with value
+history; one operator's holders).
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import polars as pl
 from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import Response
 
 from shareprice import queries
-from shareprice.api.params import ParamError, Params, known_or_error
+from shareprice.api.params import ParamError, Params, known_or_error, parse_integer
 from shareprice.api.responses import (
     SERIES_DEFAULT_OPERATORS,
     SERIES_MAX_OPERATORS,
@@ -206,3 +208,147 @@ def _primary_engine() -> Engine | None:
     if readonly is None or main is None or readonly == main:
         return None
     return db.get_engine(main)
+
+
+# --- nominator positions (issue 14) -------------------------------------------------------------
+
+
+def _text(value: int | None) -> str | None:
+    """An exact integer as a decimal string (JSON numbers lose digits beyond 2^53)."""
+    return None if value is None else str(value)
+
+
+def _withdrawal_json(w: queries.Withdrawal) -> dict[str, Any]:
+    return {
+        "kind": w.kind,
+        "unlock_block": w.unlock_block,
+        "amount": _text(w.amount),
+        "shares": _text(w.shares),
+        "domain_epoch": w.domain_epoch,
+        "storage_fee_refund": _text(w.storage_fee_refund),
+        "unlockable": w.unlockable,
+        "blocks_left": w.blocks_left,
+        "eta_epochs": w.eta_epochs,
+        "eta_seconds": None if w.eta_seconds is None else round(w.eta_seconds),
+    }
+
+
+def _position_json(p: queries.Position) -> dict[str, Any]:
+    return {
+        "operator_id": p.operator_id,
+        "epoch": p.epoch,
+        "since_epoch": p.since_epoch,
+        "shares": _text(p.effective_shares),
+        "value": _text(p.value),
+        "known_shares": _text(p.known_shares),
+        "pending_amount": _text(p.pending_amount),
+        "pending_epoch": p.pending_epoch,
+        "pending_converted": p.pending_converted,
+        "deposit_on_hold": _text(p.deposit_on_hold),
+        "gain": _text(p.gain),
+        "storage_fee": _text(p.storage_fee),
+        "share_price_perq": _text(p.share_price_perq),
+        "share_of_pool": queries.perq_to_decimal(p.share_of_pool_perq),
+        "withdrawals": [_withdrawal_json(w) for w in p.withdrawals],
+    }
+
+
+@endpoint
+def v1_nominator(request: Request) -> Response:
+    """One nominator's positions at the latest positions epoch (SS58 or 0x-hex address);
+    ?history=1 adds per operator the value per epoch and the deposit/withdrawal events."""
+    p = Params(request.query_params, ("history",), strict=True)
+    with_history = p.flag("history")
+    account = queries.resolve_address(request.path_params["address"])  # 400 when malformed
+    cached, headers = not_modified(request)
+    if cached is not None:
+        return cached
+
+    def compute() -> Response:
+        eng = engine()
+        view = queries.nominator_positions(eng, account.account)
+        if not view.known:
+            return error(404, f"address: no positions of {account.ss58} are stored")
+        body: dict[str, Any] = {
+            "address": account.ss58,
+            "account": account.hex,
+            "epoch": view.epoch,
+            "head_domain_number": view.head_domain_number,
+            "positions": [_position_json(position) for position in view.positions],
+        }
+        if with_history:
+            history = queries.nominator_history(eng, account.account)
+            events = queries.nominator_events(eng, account.account)
+            operators = sorted(set(history["operator_id"]) | set(events["operator_id"]))
+            body["history"] = [
+                {
+                    "operator_id": op,
+                    "values": exact_rows(
+                        history.filter(history["operator_id"] == op).select(
+                            "epoch",
+                            pl.col("effective_shares").alias("shares"),
+                            "value",
+                            "deposit_on_hold",
+                        )
+                    ),
+                    "events": events.filter(events["operator_id"] == op)
+                    .select("epoch", "kind", "detail")
+                    .to_dicts(),
+                }
+                for op in operators
+            ]
+        return json_response(body, headers=headers)
+
+    return from_cache(request, headers, compute)
+
+
+@endpoint
+def v1_operator_nominators(request: Request) -> Response:
+    """One operator's nominators at the latest positions epoch, largest first, with their
+    count and the top-10 share of effective shares."""
+    p = Params(request.query_params, ("limit",), strict=True)
+    limit = p.integer("limit", minimum=1, maximum=queries.HOLDERS_MAX_LIMIT, default=50)
+    operator_id = parse_integer(
+        "id", request.path_params["operator_id"], minimum=0, maximum=2**63 - 1
+    )
+    cached, headers = not_modified(request)
+    if cached is not None:
+        return cached
+
+    def compute() -> Response:
+        eng = engine()
+        if not queries.operator_known(eng, operator_id):
+            return error(404, f"id: unknown operator id {operator_id}")
+        holders = queries.operator_holders(eng, operator_id, limit)
+        rows = holders.rows.with_columns(
+            pl.col("effective_shares")
+            .map_elements(
+                lambda s: queries.perq_to_decimal(queries.share_perq(s, holders.operator_shares)),
+                return_dtype=pl.String,
+            )
+            .alias("share_of_pool")
+        ).select(
+            "rank",
+            pl.col("ss58").alias("address"),
+            "account",
+            pl.col("effective_shares").alias("shares"),
+            "value",
+            "deposit_on_hold",
+            "share_of_pool",
+            "pending_amount",
+            "pending_epoch",
+        )
+        body = {
+            "operator_id": operator_id,
+            "epoch": holders.epoch,
+            "count": holders.count,
+            "total_shares": str(holders.total_effective_shares),
+            "top10_shares": str(holders.top_effective_shares),
+            "top10_share": queries.perq_to_decimal(holders.top_share_perq),
+            "operator_shares": _text(holders.operator_shares),
+            "share_price_perq": _text(holders.share_price_perq),
+            "nominators": exact_rows(rows),
+        }
+        return json_response(body, headers=headers)
+
+    return from_cache(request, headers, compute)

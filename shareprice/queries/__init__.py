@@ -82,6 +82,7 @@ from shareprice.queries.nominators import (
     nominator_history,
     nominator_positions,
     operator_holders,
+    operator_known,
     resolve_address,
     share_perq,
 )
@@ -136,6 +137,7 @@ __all__ = [
     "nominator_history",
     "nominator_positions",
     "operator_holders",
+    "operator_known",
     "resolve_address",
     "share_perq",
     "TOTALS_SCHEMA",

@@ -193,6 +193,15 @@ class NominatorView:
         return sum(p.value or 0 for p in self.positions)
 
 
+_OPERATOR_KNOWN_SQL = "SELECT EXISTS (SELECT 1 FROM operators_metadata WHERE operator_id = %s)"
+
+
+def operator_known(engine: Engine, operator_id: int) -> bool:
+    """Whether the operator was ever seen (an unknown id is a 404, not an empty pool)."""
+    with connect(engine) as conn:
+        return bool(scalar_row(conn, "operator_known", _OPERATOR_KNOWN_SQL, (operator_id,))[0])
+
+
 # One account's deposit state with every operator at epoch X (sql/042's rule: the row with the
 # largest from_epoch in [S, X]; closing rows dropped after the pick), with the operator's price
 # and total shares at X. The account index (account, operator_id, from_epoch) serves the pick.
