@@ -19,6 +19,7 @@ if __name__ == "__main__":
     navigation = st.navigation(
         [
             st.Page("pages/explorer.py", title="Share price explorer", icon="📈", default=True),
+            st.Page("pages/nominators.py", title="Nominators", icon="👥"),
             st.Page("pages/progress.py", title="Migration progress", icon="⏳"),
             st.Page("pages/integrity.py", title="Integrity checks", icon="✅"),
             st.Page("pages/timings.py", title="v1 vs v2 timings", icon="⏱️"),

@@ -249,6 +249,7 @@ with ui.page_guard():
             column_config={
                 "Share price": st.column_config.NumberColumn(format="%.12f"),
                 "Stake (AI3)": st.column_config.NumberColumn(format="%,.4f"),
+                "Nominators": st.column_config.LinkColumn(display_text="nominators"),
                 **{f"{d}d {k} %": percent for d in (1, 7, 30) for k in ("yield", "APY")},
             },
         )

@@ -407,6 +407,8 @@ def operator_table(operators: pl.DataFrame, unit: Unit) -> pl.DataFrame:
         *percent,
         pl.col("first_seen_epoch").alias("First seen"),
         pl.col("last_seen_epoch").alias("Last seen"),
+        # the operator's nominators (pages/nominators.py), shown as a link by the page
+        pl.format("nominators?operator={}", pl.col("operator_id")).alias("Nominators"),
     )
 
 
@@ -581,7 +583,9 @@ def operator_cards_html(operators: pl.DataFrame, unit: Unit) -> str:
             f'<div class="sp-card" style="border-left:6px solid {color};padding:4px 10px;'
             'margin:0 0 6px 0;font-size:0.9rem">'
             f"<b>#{op['operator_id']} {html.escape(str(op['name']))}</b> "
-            f'<span style="color:#6b7280">{html.escape(op["status"] or "unknown")}</span><br>'
+            f'<span style="color:#6b7280">{html.escape(op["status"] or "unknown")}</span> '
+            f'<a href="nominators?operator={int(op["operator_id"])}" target="_self">'
+            "nominators</a><br>"
             f"price <code>{price_html}</code> · stake {format_amount(op['stake'], unit)} {unit}"
             f" · latest rewards {format_amount(op['rewards'], unit)} {unit}<br>"
             f'<span style="color:#374151">{yields_html}</span></div>'
