@@ -463,7 +463,8 @@ def _parse_whole(
     int, Format, list[OperatorRow], list[ChainRow], tuple[EpochItems, PositionChanges] | None
 ]:
     doc = load_json(text)
-    record = parse_document(doc)
+    # A JSON scalar is handed over as the text, so that the parser says what it is.
+    record = parse_document(doc if isinstance(doc, dict | list) else text)
     operators = [
         (
             o.operator_id,
