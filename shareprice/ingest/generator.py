@@ -12,12 +12,18 @@ exact integer stake and shares through the chain's epoch transition:
                      shares per stake, and then converts the queue at that price
     doc E+1          shows this state (the dump of epoch E is the state after E-1, DOMAIN.md)
 
+Nominators are persistent (shareprice.ingest.nominators_model): each operator has a pool, its
+owner first; the stake and share moves above are their deposits, withdrawals and the tax staked
+for the owner, and every document carries their Deposits, DepositOnHold and Withdrawals entries,
+consistent with the operator's totals exactly (see that module for the rules).
+
 Operators register over time (first visible price exactly 1e18: their first deposit converts at
 1.0), some deregister (shown as deregistered until unlock, then gone), about 1% are slashed (stake
 cut, shown once as slashed, then gone). Numbers are encoded like polkadot.js: u128 up to 52 bits as
 JSON numbers, larger as 0x hex padded to 32 digits; the summary in toHuman comma groups.
 
-Deterministic for a seed: every random draw comes from one numpy Generator in a fixed order.
+Deterministic for a seed: every random draw comes from numpy Generators in a fixed order: one for
+the operators (the same draws as before nominators were modelled) and one for the nominators.
 """
 
 from __future__ import annotations
@@ -36,6 +42,15 @@ from sqlalchemy.engine import Engine
 from shareprice.chain import codec
 from shareprice.chain.records import PERQ
 from shareprice.errors import ShareError
+from shareprice.ingest.nominators_model import (
+    BLOCKS_PER_EPOCH,
+    Nominator,
+    Pool,
+    dump_fragment,
+    head_domain_number,
+    nominator_targets,
+)
+from shareprice.ingest.nominators_model import u128_json as _u128_json
 
 __all__ = [
     "PROFILES",
@@ -44,6 +59,7 @@ __all__ = [
     "Profile",
     "generate",
     "iter_documents",
+    "nominator_targets_for",
     "resolve_profile",
 ]
 
@@ -79,6 +95,21 @@ class Profile:
     chain_window: int = 32
     #: Epochs a deregistered operator stays in storage (status deregistered) before removal.
     unlock_epochs: int = 4
+    #: Nominators per operator (its owner included): each operator tends to a target drawn as
+    #: low + (high - low) * u**skew (see nominator_targets): skew 1 uniform, large skew heavy
+    #: tailed (most operators small, a few large). Joins refill a pool towards its target with
+    #: probability join_rate per missing nominator and epoch.
+    nominators_low: int = 2
+    nominators_high: int = 10
+    nominators_skew: float = 1.0
+    nominator_join_rate: float = 0.05
+    #: A withdrawal by a nominator other than the owner takes all of its shares this often when
+    #: they are at most twice the drawn amount (and whenever that amount is 90% of them).
+    withdrawal_full_probability: float = 0.3
+    #: Epochs from a withdrawal to its unlock block (the chain: ~144; shorter keeps documents
+    #: small and shows unlocks), and the chance per epoch that an unlockable one is claimed.
+    withdrawal_unlock_epochs: int = 14
+    claim_probability: float = 0.3
 
 
 PROFILES: dict[str, Profile] = {
@@ -87,6 +118,7 @@ PROFILES: dict[str, Profile] = {
     # Calibrated on the shared Auto EVM samples (tests/test_generator_calibration.py): total
     # stake grows (real: 0.30 M AI3 at epoch 218 to 2.14 M at 2647) and prices grow ~1e-8 per
     # epoch, each within 10x of the samples.
+    # Nominators: 20-150 per operator (mean target ~32).
     "demo": Profile(
         "demo",
         epochs=3734,
@@ -95,10 +127,24 @@ PROFILES: dict[str, Profile] = {
         chain_window=40,
         withdrawal_max=0.03,
         growth_median=2e-8,
+        nominators_low=20,
+        nominators_high=150,
+        nominators_skew=10.0,
+        nominator_join_rate=0.01,
     ),
     # The old system's scale: 3,734 epochs, ~940 operators active on average; grows like demo.
+    # Nominators heavy tailed, 1-150 per operator (~2% of operators with 50 or more), so that a
+    # document holds a few thousand positions (~100 per operator would be ~45 MB per document).
     "seed-scale": Profile(
-        "seed-scale", epochs=3734, operators=1065, withdrawal_max=0.03, growth_median=2e-8
+        "seed-scale",
+        epochs=3734,
+        operators=1065,
+        withdrawal_max=0.03,
+        growth_median=2e-8,
+        nominators_low=1,
+        nominators_high=150,
+        nominators_skew=65.0,
+        nominator_join_rate=0.01,
     ),
     # The tests' shared data set (raw_small_url): small, with every kind of event.
     "small": Profile(
@@ -111,6 +157,7 @@ PROFILES: dict[str, Profile] = {
         withdrawal_probability=0.04,
         chain_window=20,
         unlock_epochs=3,
+        withdrawal_unlock_epochs=3,
     ),
 }
 
@@ -139,6 +186,8 @@ class GeneratedDocument:
     data: bytes  # the document's JSON (one object)
     operator_states: int  # operators with a price in it (what the parser returns)
     chain_entries: int
+    positions: int = 0  # Deposits entries (= DepositOnHold entries)
+    withdrawal_entries: int = 0
 
 
 @dataclass(frozen=True)
@@ -151,6 +200,9 @@ class GenerateSummary:
     chain_entries: int
     json_bytes: int
     seconds: float
+    #: Deposits entries (positions) and Withdrawals entries summed over all documents.
+    positions: int
+    withdrawal_entries: int
     deregistered: tuple[int, ...]
     slashed: tuple[int, ...]
     #: Operator -> registration epoch (its first price is in the next epoch's document).
@@ -215,11 +267,6 @@ def _event_count(fraction: float, n: int) -> int:
     return max(1, round(fraction * n)) if n >= 10 else 0
 
 
-def _u128_json(value: int) -> str:
-    """The JSON text polkadot.js writes for a u128 (number up to 52 bits, else padded hex)."""
-    return f'"0x{value:032x}"' if value.bit_length() > 52 else str(value)
-
-
 _REGISTERED = '{"registered":null}'
 _SLASHED = '{"slashed":null}'
 
@@ -234,6 +281,26 @@ def iter_documents(
     yield from _Simulation(resolve_profile(profile, epochs, operators), seed).run()
 
 
+def _nominator_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, 14])
+
+
+def _targets(profile: Profile, rng: np.random.Generator) -> list[int]:
+    return nominator_targets(
+        rng,
+        profile.operators,
+        profile.nominators_low,
+        profile.nominators_high,
+        profile.nominators_skew,
+    )
+
+
+def nominator_targets_for(profile: str | Profile, seed: int = 0) -> list[int]:
+    """How many nominators each operator of a run tends to (ids in order): the first draws of
+    the run's nominator stream, so tests and reports can see the distribution without a run."""
+    return _targets(resolve_profile(profile), _nominator_rng(seed))
+
+
 class _Simulation:
     def __init__(self, profile: Profile, seed: int) -> None:
         self.profile = profile
@@ -241,9 +308,14 @@ class _Simulation:
         self.rng = np.random.default_rng(seed)
         self.plan = _Plan(profile, self.rng)
         n = profile.operators
+        # The nominators draw from their own stream, so the operators' draws stay as they were.
+        self.nrng = _nominator_rng(seed)
+        self.targets = _targets(profile, self.nrng)
+        self.owner = [self.nrng.bytes(32).hex() for _ in range(n)]
+        self.pools: dict[int, Pool] = {}
+        self.released: list[tuple[int, int]] = []  # (operator, epoch) prices no longer needed
         self.stake = [0] * n
         self.shares = [0] * n
-        self.fee = [0] * n
         # pending (registered this epoch), registered, deregistered, slashed
         self.status: list[str | None] = [None] * n
         self.status_json = [_REGISTERED] * n
@@ -253,13 +325,16 @@ class _Simulation:
         self.reg_by_epoch: dict[int, list[int]] = {}
         for i, r in enumerate(self.plan.registered_at):
             self.reg_by_epoch.setdefault(r, []).append(i)
-        # (domain epoch, [(storage key, value text)]) for the repeated chain history.
-        self.chain_history: deque[tuple[int, list[tuple[str, str]]]] = deque()
+        # (domain epoch, [(operator, storage key, value text)]) for the repeated chain history
+        # of the last chain_window epochs, and older entries kept because a pending deposit or
+        # withdrawal still needs that price: (operator, epoch) -> (storage key, value text).
+        self.chain_history: deque[tuple[int, list[tuple[int, str, str]]]] = deque()
+        self.kept: dict[tuple[int, int], tuple[str, str]] = {}
         self.end_block = _GENESIS_BLOCK
         self.static = _static_parts()
 
     def run(self) -> Iterator[GeneratedDocument]:
-        profile, rng, plan = self.profile, self.rng, self.plan
+        profile, rng, plan, nrng = self.profile, self.rng, self.plan, self.nrng
         n = profile.operators
         sigma = 1.0
         for epoch in range(profile.epochs):
@@ -268,11 +343,17 @@ class _Simulation:
             for i in self.reg_by_epoch.get(epoch, ()):
                 self.status[i] = "pending"
                 self.present.append(i)
+                pool = Pool(i, self.owner[i], self.targets[i], self.released)
+                self.pools[i] = pool
+                # The owner's registration stake: the operator's first deposit.
+                pool.deposit(pool.join(self.owner[i]), plan.initial_stake[i], epoch)
                 changed = True
             gone = [i for i, at in self.remove_at.items() if at == epoch]
             for i in gone:
                 del self.remove_at[i]
                 self.present.remove(i)
+                for referenced in self.pools.pop(i).refs:
+                    self.kept.pop((i, referenced), None)
                 changed = True
             if changed:
                 self.present.sort(key=self.operator_key.__getitem__)
@@ -294,30 +375,60 @@ class _Simulation:
             block_len = int(rng.integers(100, 141))
             end_hash = "0x" + rng.bytes(32).hex()
             indexer_delay_ms = int(rng.integers(2_000, 40_000))
+            # The nominators' draws: join, who acts, all or part, the size of a joining deposit.
+            join_u = nrng.random(n).tolist()
+            who_u = nrng.random(n).tolist()
+            full_u = nrng.random(n).tolist()
+            join_ppb = np.floor(np.exp(nrng.normal(np.log(0.002), 1.0, n)).clip(0, 0.05) * 1e9)
+            join_ppb = join_ppb.astype(np.int64).tolist()
 
-            stake, shares = self.stake, self.shares
+            head = head_domain_number(epoch)
+            unlock_block = head + profile.withdrawal_unlock_epochs * BLOCKS_PER_EPOCH
+            stake, shares, pools = self.stake, self.shares, self.pools
             rewards: dict[int, int] = {}
             deposits: dict[int, int] = {}
             withdrawals: dict[int, int] = {}
             for i in self.present:
+                pool = pools[i]
+                if pool.withdrawing:
+                    self._claims(pool, epoch, head)
                 if self.status[i] != "registered":
                     continue
                 reward = stake[i] * rate_int[i] // _RATE_SCALE
                 if reward:
                     rewards[i] = reward
+                missing = pool.target - pool.deposit_keys
+                if missing > 0 and join_u[i] < profile.nominator_join_rate * missing:
+                    amount = max(plan.min_nominator_stake[i], stake[i] * join_ppb[i] // 10**9)
+                    pool.deposit(pool.join(nrng.bytes(32).hex()), amount, epoch)
                 if deposit[i]:
-                    deposits[i] = max(
-                        plan.min_nominator_stake[i], stake[i] * deposit_ppb[i] // 10**9
-                    )
+                    amount = max(plan.min_nominator_stake[i], stake[i] * deposit_ppb[i] // 10**9)
+                    if pool.target > pool.deposit_keys and full_u[i] < 0.5:
+                        who = pool.join(nrng.bytes(32).hex())
+                    else:
+                        depositors = pool.depositors()
+                        who = depositors[int(who_u[i] * len(depositors))]
+                    pool.deposit(who, amount, epoch)
                 elif withdraw[i]:
-                    withdrawals[i] = shares[i] * withdraw_ppb[i] // 10**9
+                    wanted = shares[i] * withdraw_ppb[i] // 10**9
+                    if wanted:
+                        self._withdraw(pool, epoch, unlock_block, wanted, who_u[i], full_u[i])
+                if pool.deposits_in_epoch:
+                    deposits[i] = pool.deposits_in_epoch
+                if pool.withdrawals_in_epoch:
+                    withdrawals[i] = pool.withdrawals_in_epoch
             for i in self.reg_by_epoch.get(epoch, ()):
-                deposits[i] = plan.initial_stake[i]
+                deposits[i] = pools[i].deposits_in_epoch
+
+            # Prices nothing references any more leave with this epoch's document.
+            for released in self.released:
+                self.kept.pop(released, None)
+            self.released.clear()
 
             self.end_block += block_len
             timestamp = _GENESIS_MS + (self.end_block - _GENESIS_BLOCK) * _BLOCK_MS
             timestamp += indexer_delay_ms
-            data, states, chain_count = self._document(
+            data, states, chain_count, positions, withdrawal_entries = self._document(
                 epoch, end_hash, timestamp, rewards, deposits, withdrawals
             )
             yield GeneratedDocument(
@@ -328,42 +439,82 @@ class _Simulation:
                 data=data,
                 operator_states=states,
                 chain_entries=chain_count,
+                positions=positions,
+                withdrawal_entries=withdrawal_entries,
             )
-            self._finalize(epoch, rewards, deposits, withdrawals)
+            self._finalize(epoch, rewards)
 
-    def _finalize(
-        self,
-        epoch: int,
-        rewards: dict[int, int],
-        deposits: dict[int, int],
-        withdrawals: dict[int, int],
+    def _claims(self, pool: Pool, epoch: int, head: int) -> None:
+        """Nominators claim unlockable withdrawals, each with claim_probability per epoch."""
+        chance = self.profile.claim_probability
+        for nominator in list(pool.withdrawing.values()):
+            unlocks = [u[0] for u in nominator.unlocking]
+            if 0 <= nominator.w_epoch < epoch:
+                unlocks.append(nominator.w_unlock)
+            if unlocks and min(unlocks) <= head and self.nrng.random() < chance:
+                pool.claim(nominator, epoch, head)
+
+    def _withdraw(
+        self, pool: Pool, epoch: int, unlock_block: int, wanted: int, who_u: float, full_u: float
     ) -> None:
+        """A withdrawal of about `wanted` shares, by a nominator picked in proportion to what it
+        holds (large holders move most stake). The owner withdraws at most half of its shares
+        (it must keep the operator's minimum stake); another nominator takes all of its shares
+        when `wanted` is nearly all of them, or with withdrawal_full_probability when they are
+        at most twice `wanted` (so the stake withdrawn stays near the operator-level draw)."""
+        candidates: list[tuple[Nominator, int]] = []
+        total = 0
+        for nominator in pool.depositors():
+            if nominator.pending_epoch == epoch:
+                continue  # the chain refuses a withdrawal with a deposit pending this epoch
+            held = pool.effective_shares(nominator, epoch)
+            if held:
+                candidates.append((nominator, held))
+                total += held
+        if not total:
+            return
+        point = int(who_u * total)
+        chosen = 0
+        while point >= candidates[chosen][1] and chosen + 1 < len(candidates):
+            point -= candidates[chosen][1]
+            chosen += 1
+        nominator, held = candidates[chosen]
+        if nominator.account == pool.owner:
+            amount = min(wanted, held // 2)
+        elif wanted >= held * 9 // 10 or (
+            full_u < self.profile.withdrawal_full_probability and held <= 2 * wanted
+        ):
+            amount = held
+        else:
+            amount = wanted
+        if amount:
+            pool.withdraw(nominator, amount, epoch, unlock_block)
+
+    def _finalize(self, epoch: int, rewards: dict[int, int]) -> None:
         """The chain's epoch transition: rewards, the recorded price, then the queue."""
         plan = self.plan
-        stake, shares, fee = self.stake, self.shares, self.fee
-        recorded: list[tuple[str, str]] = []
+        stake, shares = self.stake, self.shares
+        recorded: list[tuple[int, str, str]] = []
         for i in self.present:
             status = self.status[i]
+            pool = self.pools[i]
             if status == "registered":
                 reward = rewards.get(i, 0)
                 if reward:
                     tax = reward * plan.tax[i] // 100
                     stake[i] += reward - tax  # nominators' part raises the price
-                    if tax:  # the operator's tax is staked for it at the new price
-                        shares[i] += tax * shares[i] // stake[i]
+                    if tax:  # the operator's tax is staked for its owner at the new price
+                        bought = tax * shares[i] // stake[i]
+                        shares[i] += bought
                         stake[i] += tax
-                if i in deposits or i in withdrawals:
-                    recorded.append(self._record_price(i, epoch))
-                    amount = deposits.get(i)
-                    if amount:
-                        shares[i] += amount * shares[i] // stake[i]
-                        stake[i] += amount
-                        fee[i] += amount // 4
-                    withdrawn = withdrawals.get(i)
-                    if withdrawn:
-                        fee[i] -= fee[i] * withdrawn // shares[i]
-                        stake[i] -= withdrawn * stake[i] // shares[i]
-                        shares[i] -= withdrawn
+                        pool.credit_owner(bought)
+                if pool.deposits_in_epoch or pool.withdrawals_in_epoch:
+                    price = shares[i] * PERQ // stake[i]  # the chain's SHARES per stake
+                    recorded.append((i, codec.encode_chain_price_key(i, 0, epoch), str(price)))
+                    deposited = pool.deposits_in_epoch
+                    added, withdrawn, owed = pool.finalize(epoch, price)
+                    shares[i] += added - withdrawn
+                    stake[i] += deposited - owed
                 if plan.deregister_at.get(i) == epoch:
                     self.status[i] = "deregistered"
                     unlock_block = self.end_block + self.profile.unlock_epochs * 100
@@ -376,23 +527,24 @@ class _Simulation:
                     self.status[i] = "slashed"
                     self.status_json[i] = _SLASHED
                     cut = int(self.rng.integers(100, 600))  # 10-60% of the stake, in permille
+                    # The stake is cut; shares and storage fees stay as the positions hold them.
                     stake[i] -= stake[i] * cut // 1000
-                    fee[i] -= fee[i] * cut // 1000
                     self.remove_at[i] = epoch + 2
             elif status == "pending":  # the first deposit converts at exactly 1.0
-                amount = deposits[i]
-                stake[i] = shares[i] = amount
-                fee[i] = amount // 4
+                amount = pool.deposits_in_epoch
+                added, _, _ = pool.finalize(epoch, PERQ)
+                stake[i], shares[i] = amount, added
                 self.status[i] = "registered"
-                recorded.append(self._record_price(i, epoch))
+                recorded.append((i, codec.encode_chain_price_key(i, 0, epoch), str(PERQ)))
         if recorded:
             self.chain_history.append((epoch, recorded))
+        pools, kept = self.pools, self.kept
         while self.chain_history and self.chain_history[0][0] <= epoch - self.profile.chain_window:
-            self.chain_history.popleft()
-
-    def _record_price(self, i: int, epoch: int) -> tuple[str, str]:
-        value = self.shares[i] * PERQ // self.stake[i]  # the chain's SHARES per stake
-        return codec.encode_chain_price_key(i, 0, epoch), str(value)
+            old, entries = self.chain_history.popleft()
+            for i, key, value in entries:
+                pool_or_none = pools.get(i)
+                if pool_or_none is not None and old in pool_or_none.refs:
+                    kept[(i, old)] = (key, value)
 
     def _document(
         self,
@@ -402,17 +554,21 @@ class _Simulation:
         rewards: dict[int, int],
         deposits: dict[int, int],
         withdrawals: dict[int, int],
-    ) -> tuple[bytes, int, int]:
+    ) -> tuple[bytes, int, int, int, int]:
         plan = self.plan
-        stake, shares, fee, status = self.stake, self.shares, self.fee, self.status
+        stake, shares, status, pools = self.stake, self.shares, self.status, self.pools
         operator_entries = []
         current: dict[str, str] = {}
         next_operators = []
         slots: list[dict] = []
         states = 0
         slot_base = (timestamp // 1000) - 1_731_000_000
+        deposit_values: list[str] = []
+        hold_values: list[str] = []
+        withdrawal_values: list[str] = []
         for position, i in enumerate(self.present):
             s, sh = stake[i], shares[i]
+            pool = pools[i]
             payload = (
                 f'{{"signingKey":"{plan.signing_key[i]}","currentDomainId":0,"nextDomainId":0,'
                 f'"minimumNominatorStake":{_u128_json(plan.min_nominator_stake[i])},'
@@ -422,11 +578,15 @@ class _Simulation:
                 f'"partialStatus":{self.status_json[i]},'
                 f'"depositsInEpoch":{_u128_json(deposits.get(i, 0))},'
                 f'"withdrawalsInEpoch":{_u128_json(withdrawals.get(i, 0))},'
-                f'"totalStorageFeeDeposit":{_u128_json(fee[i])}}}'
+                f'"totalStorageFeeDeposit":{_u128_json(pool.fee)}}}'
             )
             operator_entries.append(
                 {"key": [str(position)], "value": self.operator_key[i] + payload}
             )
+            d, h, w = pool.texts()
+            deposit_values += d
+            hold_values += h
+            withdrawal_values += w
             if sh:
                 states += 1
             st = status[i]
@@ -444,7 +604,9 @@ class _Simulation:
                     }
                 )
         total = sum(stake[i] for i in self.present if status[i] == "registered")
-        chain = sorted(kv for _, recorded in self.chain_history for kv in recorded)
+        chain = [(key, value) for _, recorded in self.chain_history for _, key, value in recorded]
+        chain += self.kept.values()
+        chain.sort()
         chain_entries = [
             {"key": [str(k)], "value": f"{key},{value}"} for k, (key, value) in enumerate(chain)
         ]
@@ -461,9 +623,9 @@ class _Simulation:
                 "currentEpochRewards": {f"{i:,}": f"{r:,}" for i, r in sorted(rewards.items())},
             },
             **self.static["head"],
-            "deposits": _dump(self._deposit_entries(epoch, deposits)),
-            "withdrawals": _dump(self._withdrawal_entries(epoch, withdrawals)),
-            "depositOnHold": _dump([]),
+            "deposits": dump_fragment(deposit_values),
+            "withdrawals": dump_fragment(withdrawal_values),
+            "depositOnHold": dump_fragment(hold_values),
             "successfulBundles": self.static["successfulBundles"],
             "operatorEpochSharePrice": {"count": len(chain_entries), "entries": chain_entries},
             "operatorHighestSlot": {"count": len(slots), "entries": slots},
@@ -472,8 +634,8 @@ class _Simulation:
             "pendingSlashes": _dump([]),
             "lastEpochStakingDistribution": _dump([]),
             "invalidBundleAuthors": self.static["invalidBundleAuthors"],
-            "headDomainNumber": str(epoch * 100 + 99),
-            "headReceiptNumber": str(epoch * 100 + 98),
+            "headDomainNumber": str(head_domain_number(epoch)),
+            "headReceiptNumber": str(head_domain_number(epoch) - 1),
             "newAddedHeadReceipt": "",
             "consensusBlockHash": "",
             "latestConfirmedDomainExecutionReceipt": _dump([]),
@@ -481,35 +643,13 @@ class _Simulation:
             "latestSubmittedER": _dump([]),
             "operators": {"count": len(operator_entries), "entries": operator_entries},
         }
-        return orjson.dumps(doc), states, len(chain_entries)
-
-    def _deposit_entries(self, epoch: int, deposits: dict[int, int]) -> list[dict]:
-        entries: list[dict] = []
-        for i, amount in sorted(deposits.items()):
-            nominator = ((i * 0x9E3779B97F4A7C15 + epoch) % 2**256).to_bytes(32, "big").hex()
-            key = codec.storage_key(codec.DEPOSITS_ITEM, codec.encode_le(i, 8), nominator)
-            payload = (
-                '{"known":{"shares":0,"storageFeeDeposit":0},'
-                f'"pending":{{"effectiveDomainEpoch":[0,{epoch}],"amount":{_u128_json(amount)},'
-                f'"storageFeeDeposit":{_u128_json(amount // 4)}}}}}'
-            )
-            entries.append({"key": [str(len(entries))], "value": f"{key},{payload}"})
-        return entries
-
-    def _withdrawal_entries(self, epoch: int, withdrawals: dict[int, int]) -> list[dict]:
-        entries: list[dict] = []
-        for i, withdrawn in sorted(withdrawals.items()):
-            nominator = ((i * 0xC2B2AE3D27D4EB4F + epoch) % 2**256).to_bytes(32, "big").hex()
-            key = codec.storage_key(codec.WITHDRAWALS_ITEM, codec.encode_le(i, 8), nominator)
-            refund = self.fee[i] * withdrawn // max(self.shares[i], 1)
-            payload = (
-                f'{{"totalWithdrawalAmount":0,"totalStorageFeeWithdrawal":{_u128_json(refund)},'
-                f'"withdrawals":[],"withdrawalInShares":{{"domainEpoch":[0,{epoch}],'
-                f'"unlockAtConfirmedDomainBlockNumber":{self.end_block + 14_400},'
-                f'"shares":{_u128_json(withdrawn)},"storageFeeRefund":{_u128_json(refund)}}}}}'
-            )
-            entries.append({"key": [str(len(entries))], "value": f"{key},{payload}"})
-        return entries
+        return (
+            orjson.dumps(doc),
+            states,
+            len(chain_entries),
+            len(deposit_values),
+            len(withdrawal_values),
+        )
 
 
 def _dump(entries: list) -> dict:
@@ -574,7 +714,7 @@ def generate(
     resolved = resolve_profile(profile, epochs, operators)
     started = time.perf_counter()
     simulation = _Simulation(resolved, seed)
-    json_bytes = states = chain_entries = 0
+    json_bytes = states = chain_entries = positions = withdrawal_entries = 0
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
@@ -597,6 +737,8 @@ def generate(
                     json_bytes += len(doc.data)
                     states += doc.operator_states
                     chain_entries += doc.chain_entries
+                    positions += doc.positions
+                    withdrawal_entries += doc.withdrawal_entries
                     pending += 1
                     if progress is not None and pending >= 25:
                         progress(pending)
@@ -619,6 +761,8 @@ def generate(
         chain_entries=chain_entries,
         json_bytes=json_bytes,
         seconds=time.perf_counter() - started,
+        positions=positions,
+        withdrawal_entries=withdrawal_entries,
         deregistered=tuple(sorted(plan.deregister_at)),
         slashed=tuple(sorted(plan.slash_at)),
         registered_at=dict(enumerate(plan.registered_at)),
