@@ -200,3 +200,125 @@ def test_history_statement_is_fast_and_uses_the_account_index(scenario):
     started = time.perf_counter()
     queries.nominator_history(scenario, nr.ALICE)
     assert time.perf_counter() - started < 1.0
+
+
+# --- the real sample (backfilled by `shareprice backfill`) -------------------------------------
+
+EXAMPLE_ACCOUNT = "d4e54c36839df60aa2ea9c75144714d0f5c9a4a59124419a6f8d4432b3c29e0b"
+EXAMPLE_SS58 = "suftE5YTB8cS3TnDT5mV1CvTvxforaPLudwkLqZH6HrX8nqBp"
+
+
+def _u128(value) -> int:
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+def _sample_expected(doc: dict) -> dict:
+    """The example position on operator 0, decoded here from the raw JSON by DOMAIN.md's rules:
+    keys = 0x + pallet (32 hex) + item (32 hex) + operator u64 LE + account; P = the chain's
+    shares-per-stake of the pending epoch; our price = floor(stake * 10**18 / shares)."""
+    import json
+
+    chain = {}
+    for entry in doc["operatorEpochSharePrice"]["entries"]:
+        key, value = entry["value"].split(",", 1)
+        rest = bytes.fromhex(key[66:])
+        op, domain, epoch = (
+            int.from_bytes(rest[:8], "little"),
+            int.from_bytes(rest[8:12], "little"),
+            int.from_bytes(rest[12:16], "little"),
+        )
+        chain[(op, domain, epoch)] = int(value)
+    for entry in doc["deposits"]["entries"]:
+        key, value = entry["value"].split(",", 1)
+        if key[82:] == EXAMPLE_ACCOUNT and int.from_bytes(bytes.fromhex(key[66:82]), "little") == 0:
+            deposit = json.loads(value)
+    for entry in doc["depositOnHold"]["entries"]:
+        key, value = entry["value"].split(",", 1)
+        if key[82:] == EXAMPLE_ACCOUNT and int.from_bytes(bytes.fromhex(key[66:82]), "little") == 0:
+            hold = int(value)
+    for entry in doc["operators"]["entries"]:
+        key, value = entry["value"].split(",", 1)
+        if int.from_bytes(bytes.fromhex(key[66:82]), "little") == 0:
+            state = json.loads(value)
+    domain, epoch = deposit["pending"]["effectiveDomainEpoch"]
+    assert epoch < doc["epoch"]  # the pending epoch has ended: converted
+    effective = _u128(deposit["known"]["shares"]) + (
+        chain[(0, domain, epoch)] * _u128(deposit["pending"]["amount"]) // PERQ
+    )
+    shares = _u128(state["currentTotalShares"])
+    price = _u128(state["currentTotalStake"]) * PERQ // shares
+    return {
+        "effective": effective,
+        "value": effective * price // PERQ,
+        "hold": hold,
+        "pool": shares,
+        "deposits_on_0": sum(
+            1
+            for e in doc["deposits"]["entries"]
+            if int.from_bytes(bytes.fromhex(e["value"][66:82]), "little") == 0
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def sample_db(pg_admin_url, template_url, shared_data):
+    import sqlalchemy as sa
+    from helpers.database import TEMPLATE_DB, drop_database, new_database
+
+    from shareprice import backfill
+    from shareprice.ingest.importer import import_paths
+    from shareprice.store import db
+
+    url = new_database(pg_admin_url, TEMPLATE_DB)
+    engine = sa.create_engine(url)
+    try:
+        import_paths(engine, [shared_data / "storage-dump-epoch-2647.json"])
+        summary = backfill.run_backfill(engine, backfill.Options(workers=1))
+        assert summary.ok and summary.epochs_failed == 0, summary
+    finally:
+        engine.dispose()
+    yield db.get_engine(url)
+    drop_database(pg_admin_url, url)
+
+
+def test_real_sample_example_position(sample_db, shared_data):
+    import orjson
+
+    doc = orjson.loads((shared_data / "storage-dump-epoch-2647.json").read_bytes())[0]
+    expected = _sample_expected(doc)
+    # the issue's numbers, now derived (not copied) from the raw document
+    assert expected["effective"] == 159994190344594879058715
+    assert expected["value"] == 160000006721626145636875
+    view = queries.nominator_positions(sample_db, EXAMPLE_SS58)
+    assert view.epoch == doc["epoch"] and view.account.hex == "0x" + EXAMPLE_ACCOUNT
+    on_0 = next(p for p in view.positions if p.operator_id == 0)
+    assert on_0.effective_shares == expected["effective"]
+    assert on_0.value == expected["value"]
+    assert on_0.deposit_on_hold == expected["hold"]
+    assert on_0.gain == expected["value"] - expected["hold"]
+    assert on_0.share_of_pool_perq == expected["effective"] * PERQ // expected["pool"]
+    assert on_0.pending_converted
+    history = queries.nominator_history(sample_db, bytes.fromhex(EXAMPLE_ACCOUNT))
+    row = history.filter(history["operator_id"] == 0).row(0, named=True)
+    assert (row["epoch"], row["value"]) == (doc["epoch"], expected["value"])
+    holders = queries.operator_holders(sample_db, 0, limit=None)
+    assert holders.count == expected["deposits_on_0"] == holders.rows.height
+
+
+def test_real_sample_head_block_and_withdrawal_etas(sample_db, shared_data):
+    import orjson
+
+    doc = orjson.loads((shared_data / "storage-dump-epoch-2647.json").read_bytes())[0]
+    head = int(str(doc["headDomainNumber"]).replace(",", ""))
+    latest = queries.latest_positions_epoch(sample_db)
+    assert latest is not None and latest.head_domain_number == head
+    entry = doc["withdrawals"]["entries"][0]["value"]
+    key, payload = entry.split(",", 1)
+    account = bytes.fromhex(key[82:])
+    operator_id = int.from_bytes(bytes.fromhex(key[66:82]), "little")
+    unlock = orjson.loads(payload)["withdrawalInShares"]["unlockAtConfirmedDomainBlockNumber"]
+    view = queries.nominator_positions(sample_db, account)
+    (w,) = [w for p in view.positions if p.operator_id == operator_id for w in p.withdrawals][:1]
+    assert w.unlock_block == unlock and w.unlockable == (unlock <= head)
+    assert w.blocks_left == max(0, unlock - head)
+    assert w.eta_epochs == -(-max(0, unlock - head) // 100)
