@@ -31,4 +31,4 @@ else:
     from shareprice import api, ui
 
     ui.secrets_to_env()  # the API reads the URLs from the environment, like the CLI
-    app = st.App(Path(__file__).resolve(), routes=api.routes())
+    app = st.App(Path(__file__).resolve(), routes=api.routes(), lifespan=api.lifespan)

@@ -20,6 +20,7 @@ shareprice.bench.
 from starlette.routing import BaseRoute, Mount
 
 from shareprice.api.app import create_app
+from shareprice.api.serving import lifespan
 
 
 def routes() -> list[BaseRoute]:
@@ -27,4 +28,4 @@ def routes() -> list[BaseRoute]:
     return [Mount("/api", app=create_app())]
 
 
-__all__ = ["create_app", "routes"]
+__all__ = ["create_app", "lifespan", "routes"]
