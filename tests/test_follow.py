@@ -86,7 +86,8 @@ def test_follow_normalizes_notified_epochs_at_once_and_polls_the_rest(db_url, st
                 "SELECT status, error, epochs_done, epochs_total, finished_at IS NOT NULL "
                 "FROM backfill_runs"
             ).fetchone()
-        assert run == ("interrupted", f"stopped by {stop.name}", 35, 35, True)
+        # 30 + 3 new + 10 changed (with 11, whose positions were compared with 10) + 1 polled.
+        assert run == ("interrupted", f"stopped by {stop.name}", 36, 36, True)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -129,20 +129,27 @@ ProgressCallback = Callable[[Summary, BatchResult | None], None]
 # positions compared with a base that is no longer what the tables hold for E-1 (sql/042:
 # base_revision IS DISTINCT FROM N(E-1), N(E-1) = the normalized revision of E-1 when E-1 still
 # exists and has an epoch_positions row, else NULL: E-1 renormalized from a new revision,
-# imported after E, failed, or deleted).
+# imported after E, failed, or deleted). And, so that one pass does both: E whose E-1 is itself
+# pending (not known bad) and whose base is not E-1's current revision, which that pass will
+# make N(E-1); sorted together they land in one batch, E compared with E-1 parsed there.
 _NEEDS_WORK = """
 (n.epoch IS NULL OR n.revision <> e.revision
- OR (p.epoch IS NOT NULL AND p.base_revision IS DISTINCT FROM (
-        SELECT n1.revision
-        FROM epoch_normalizations AS n1
-        JOIN epoch_positions AS p1 ON p1.epoch = n1.epoch
-        JOIN epochs AS e1 ON e1.epoch = n1.epoch
-        WHERE n1.epoch = e.epoch - 1)))
+ OR (p.epoch IS NOT NULL
+     AND (p.base_revision IS DISTINCT FROM
+              CASE WHEN p1.epoch IS NOT NULL AND e1.epoch IS NOT NULL THEN n1.revision END
+          OR (e1.epoch IS NOT NULL
+              AND (n1.epoch IS NULL OR n1.revision <> e1.revision)
+              AND p.base_revision IS DISTINCT FROM e1.revision
+              AND NOT EXISTS (SELECT 1 FROM backfill_errors AS b1
+                              WHERE b1.epoch = e1.epoch AND b1.revision = e1.revision)))))
 """
 _FROM = """
 FROM epochs AS e
 LEFT JOIN epoch_normalizations AS n ON n.epoch = e.epoch
 LEFT JOIN epoch_positions AS p ON p.epoch = e.epoch
+LEFT JOIN epochs AS e1 ON e1.epoch = e.epoch - 1
+LEFT JOIN epoch_normalizations AS n1 ON n1.epoch = e.epoch - 1
+LEFT JOIN epoch_positions AS p1 ON p1.epoch = e.epoch - 1
 """
 
 _PENDING = f"""
@@ -375,9 +382,13 @@ class Backfill:
         conn = self.lock_conn
         assert conn is not None
         conn.execute("LISTEN epochs_changed")
+        previous: list[int] = []
         while not interrupt.requested:
             pending = self._pending()
-            if pending:
+            # The same epochs again right after processing them (e.g. E whose E-1 outside the
+            # run's range is stale): wait for a change instead of spinning on them.
+            if pending and pending != previous:
+                previous = pending
                 self.summary.epochs_total += len(pending)
                 self._heartbeat(force=True)
                 if self.progress is not None:
@@ -389,7 +400,7 @@ class Backfill:
                 continue
             # Sleep until a notification or the polling interval, whichever comes first.
             for _ in conn.notifies(timeout=self.options.poll_seconds, stop_after=1):
-                pass
+                previous = []  # something changed: whatever is pending is worth a look
             self._heartbeat()
 
     def run(self) -> Summary:
