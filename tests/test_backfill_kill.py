@@ -11,6 +11,23 @@ import pytest
 from helpers.backfill import connect, run_cli, snapshot, start_cli
 from helpers.database import clone_database, drop_database
 
+#: The positions tables (sql/042) in key order; base_revision as whether it names E-1's
+#: current revision (the clone's revisions equal the reference's, but say what matters).
+POSITIONS = {
+    "nominator_positions": "SELECT * FROM nominator_positions ORDER BY 1, 2, 3",
+    "nominator_withdrawals": "SELECT * FROM nominator_withdrawals ORDER BY 1, 2, 3",
+    "epoch_positions": (
+        "SELECT p.*, p.base_revision IS NOT DISTINCT FROM e1.revision FROM epoch_positions AS p "
+        "LEFT JOIN epochs AS e1 ON e1.epoch = p.epoch - 1 ORDER BY 1"
+    ),
+    "nominator_accounts": "SELECT * FROM nominator_accounts ORDER BY 1",
+}
+
+
+def _positions(url) -> dict[str, list[tuple]]:
+    with connect(url) as conn:
+        return {t: conn.execute(q).fetchall() for t, q in POSITIONS.items()}
+
 
 def _normalized(url) -> int:
     with connect(url) as conn:
@@ -47,6 +64,9 @@ def test_kill_9_mid_run_then_rerun_equals_a_clean_run(
         final = run_cli(url, "backfill", "--workers", str(workers))
         assert final.returncode == 0, final.stderr
         assert snapshot(url) == snapshot(normalized_small_url)
+        positions = _positions(url)
+        assert positions == _positions(normalized_small_url)
+        assert positions["nominator_positions"], "the generated data carries positions"
         with connect(url) as conn:
             statuses = [r[0] for r in conn.execute("SELECT status FROM backfill_runs ORDER BY 1")]
             duplicates = conn.execute(

@@ -3,7 +3,8 @@
 backfill: a scratch database with raw epochs (a clone of --url's database, or a freshly
 generated profile), a full backfill timed while sampling the peak RSS of the process tree
 (coordinator + workers), then the floor: the same output rows, dumped to a file first, COPY'd
-into empty tables of the same shape (LIKE ... INCLUDING ALL: same keys, BRIN and checks).
+into empty tables of the same shape (LIKE ... INCLUDING ALL: same keys, BRIN and checks),
+nominator positions, withdrawals, epoch_positions and accounts included.
 
 follow: a small generated database, `shareprice backfill --follow` in a subprocess, then epochs
 inserted one at a time; latency = insert commit to its epoch_normalizations row being visible.
@@ -37,10 +38,15 @@ OUTPUT_TABLES = (
     "operator_chain_share_prices",
     "operators_metadata",
     "epoch_normalizations",
+    "nominator_positions",
+    "nominator_withdrawals",
+    "epoch_positions",
+    "nominator_accounts",
 )
 _RESET = (
     "TRUNCATE operator_share_prices, operator_shares, operator_chain_share_prices, "
-    "operators_metadata, epoch_normalizations, backfill_errors, backfill_runs"
+    "operators_metadata, epoch_normalizations, backfill_errors, backfill_runs, "
+    "nominator_positions, nominator_withdrawals, epoch_positions, nominator_accounts"
 )
 
 Echo = Callable[[str], None]
@@ -299,6 +305,11 @@ def run(
             "read_s": round(summary.read_seconds, 2),
             "write_s": round(summary.batch_seconds - summary.read_seconds, 2),
             "operator_states": summary.rows.get("operator_share_prices", 0),
+            # Nominator positions (sql/042 change rows), part of `rows` and of the floor.
+            "positions_rows": summary.rows.get("nominator_positions", 0),
+            "withdrawal_rows": summary.rows.get("nominator_withdrawals", 0),
+            "epoch_positions_rows": summary.rows.get("epoch_positions", 0),
+            "accounts": summary.rows.get("nominator_accounts", 0),
             "workers": workers,
             "batch_size": batch_size,
             "source": str(server.database) if source_url else f"generated {profile}",
