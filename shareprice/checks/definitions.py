@@ -101,6 +101,42 @@ def _status(count: int, bad: Status = "fail") -> Status:
     return "pass" if count == 0 else bad
 
 
+#: An incremental run judges the per-epoch SQL checks on just its changed epochs (index and
+#: BRIN probes) up to this many; beyond that (e.g. the first run after a migration changed
+#: every digest) one scan of the whole tables is cheaper than per-epoch probes.
+PER_EPOCH_MAX = 400
+
+
+def changed_epochs(scope: Scope) -> list[int] | None:
+    """The epochs a per-epoch check must judge in this run, None for all of them: an
+    incremental run's changed epochs (those whose digest moved since they were last verified,
+    sql/041 and 044), else everything (full and sample runs judge every row)."""
+    if scope.only_changed and scope.epochs is not None and len(scope.epochs) <= PER_EPOCH_MAX:
+        return list(scope.epochs)
+    return None
+
+
+def covered(scope: Scope, changed: list[int] | None) -> str:
+    """What a per-epoch check covered, for its note."""
+    if changed is None:
+        return "all rows"
+    return f"rows of the {len(changed):,} epoch(s) changed since last verified, and neighbours"
+
+
+# Distinct operator ids with prices by a loose index scan of the primary key (one probe per
+# operator, ~940 at seed scale) instead of aggregating 3.5 M rows.
+OPERATOR_IDS_SQL = """
+WITH RECURSIVE ops AS (
+    (SELECT operator_id FROM operator_share_prices ORDER BY operator_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT q.operator_id FROM operator_share_prices q
+            WHERE q.operator_id > ops.operator_id ORDER BY q.operator_id LIMIT 1)
+    FROM ops WHERE ops.operator_id IS NOT NULL
+)
+SELECT operator_id FROM ops WHERE operator_id IS NOT NULL
+"""
+
+
 # ----------------------------------------------------------------------------- the checks
 
 
@@ -293,11 +329,16 @@ def _prices_match_raw_part(conn: Connection, batch: list[int]) -> _PricesPart:
     "price_formula",
     "Every stored price is exactly floor(stake * 10^18 / shares) of its stored stake and shares "
     "(exact NUMERIC arithmetic in SQL), and prices and stake rows pair up. Count: offending rows.",
+    per_epoch=True,
 )
 def _price_formula(conn: Connection, scope: Scope) -> Outcome:
+    changed = changed_epochs(scope)
+    where = "" if changed is None else "WHERE epoch = ANY(CAST(:epochs AS integer[]))"
     rows = conn.execute(
         text(
-            """
+            f"""
+            WITH p AS (SELECT * FROM operator_share_prices {where}),
+                 s AS (SELECT * FROM operator_shares {where})
             SELECT coalesce(p.operator_id, s.operator_id) AS operator_id,
                    coalesce(p.epoch, s.epoch) AS epoch,
                    p.share_price_perq AS stored, s.stake_raw AS stake, s.shares_raw AS shares,
@@ -307,26 +348,35 @@ def _price_formula(conn: Connection, scope: Scope) -> Outcome:
                         WHEN s.operator_id IS NULL THEN 'price without stake row'
                         WHEN s.shares_raw = 0 THEN 'zero shares'
                         ELSE 'price differs' END AS problem
-            FROM operator_share_prices p
-            FULL JOIN operator_shares s
-              ON s.operator_id = p.operator_id AND s.epoch = p.epoch
+            FROM p
+            FULL JOIN s ON s.operator_id = p.operator_id AND s.epoch = p.epoch
             WHERE p.operator_id IS NULL OR s.operator_id IS NULL
                OR (s.shares_raw IS NOT NULL AND (s.shares_raw = 0 OR
                    p.share_price_perq <> div(s.stake_raw * 1000000000000000000, s.shares_raw)))
             ORDER BY 2, 1
-            """
-        )
+            """  # noqa: S608 - only a constant filter is formatted in
+        ),
+        {"epochs": changed},
     ).all()
     without_shares = conn.execute(
-        text("SELECT count(*) FROM operator_shares WHERE shares_raw IS NULL")
+        text(f"SELECT count(*) FROM operator_shares {where} AND shares_raw IS NULL")  # noqa: S608
+        if changed is not None
+        else text("SELECT count(*) FROM operator_shares WHERE shares_raw IS NULL"),
+        {"epochs": changed},
     ).scalar_one()
-    note = "all rows"
+    note = covered(scope, changed)
     if without_shares:
         note += (
             f"; {without_shares:,} flat-export rows carry no shares: their given price is "
             "checked by prices_match_raw"
         )
-    return Outcome(_status(len(rows)), len(rows), [_row_dict(r) for r in rows[:MAX_EXAMPLES]], note)
+    return Outcome(
+        _status(len(rows)),
+        len(rows),
+        [_row_dict(r) for r in rows[:MAX_EXAMPLES]],
+        note,
+        bad_epochs=frozenset(int(r.epoch) for r in rows),
+    )
 
 
 @check(
@@ -336,14 +386,20 @@ def _price_formula(conn: Connection, scope: Scope) -> Outcome:
     "state it was recorded from (epoch E's record vs the dump of E+1, per DOMAIN.md); a wider "
     "gap is accepted only when v is exactly the chain's rounding of the same stake and shares. "
     "Count: disagreeing records.",
+    per_epoch=True,
 )
 def _chain_prices_agree(conn: Connection, scope: Scope) -> Outcome:
-    pairing = """
+    changed = changed_epochs(scope)
+    # Incremental: records of a changed epoch (their digest, sql/044) and records paired with a
+    # changed dump (domain epoch + 1 changed): the epochs around each change.
+    around = None if changed is None else sorted({e for c in changed for e in (c, c - 1)})
+    chain_filter = "" if around is None else "AND c.domain_epoch = ANY(CAST(:around AS integer[]))"
+    pairing = f"""
         FROM operator_chain_share_prices c
         JOIN operator_share_prices p
           ON p.operator_id = c.operator_id AND p.epoch = c.domain_epoch + :offset
         JOIN operator_shares s ON s.operator_id = p.operator_id AND s.epoch = p.epoch
-        WHERE p.source = 'storage_dump'
+        WHERE p.source = 'storage_dump' {chain_filter}
     """
     disagree = """
         abs(div(CAST(:e36 AS numeric), c.shares_per_stake_perq) - p.share_price_perq) > 1
@@ -356,7 +412,7 @@ def _chain_prices_agree(conn: Connection, scope: Scope) -> Outcome:
             text(
                 f"SELECT count(*) AS compared, count(*) FILTER (WHERE {disagree}) AS bad {pairing}"  # noqa: S608
             ),
-            {"offset": offset, "e36": E36},
+            {"offset": offset, "e36": E36, "around": around},
         ).one()
     rows = conn.execute(
         text(
@@ -367,10 +423,9 @@ def _chain_prices_agree(conn: Connection, scope: Scope) -> Outcome:
                    p.share_price_perq AS computed
             {pairing} AND {disagree}
             ORDER BY c.operator_id, c.domain_epoch
-            LIMIT :limit
             """  # noqa: S608 - only constant SQL fragments are formatted in
         ),
-        {"offset": 1, "limit": MAX_EXAMPLES, "e36": E36},
+        {"offset": 1, "e36": E36, "around": around},
     ).all()
     total = conn.execute(text("SELECT count(*) FROM operator_chain_share_prices")).scalar_one()
     compared, bad = int(counts[1].compared), int(counts[1].bad)
@@ -378,11 +433,15 @@ def _chain_prices_agree(conn: Connection, scope: Scope) -> Outcome:
     note = (
         f"{total:,} chain records; {compared:,} paired with the dump of the next epoch, "
         f"{compared - bad:,} agree. Same-epoch pairing for comparison: "
-        f"{int(same.compared) - int(same.bad):,} of {int(same.compared):,} would agree"
+        f"{int(same.compared) - int(same.bad):,} of {int(same.compared):,} would agree "
+        f"({covered(scope, changed)})"
     )
-    if total and not compared:
-        return Outcome("warn", 0, [], note + " (nothing could be paired)")
-    return Outcome(_status(bad), bad, [_row_dict(r) for r in rows], note)
+    bad_epochs = frozenset(e for r in rows for e in (int(r.domain_epoch), int(r.dump_epoch)))
+    if total and not compared and changed is None:
+        return Outcome("warn", 0, [], note + " (nothing could be paired)", bad_epochs=bad_epochs)
+    return Outcome(
+        _status(bad), bad, [_row_dict(r) for r in rows[:MAX_EXAMPLES]], note, bad_epochs=bad_epochs
+    )
 
 
 @check(
@@ -456,42 +515,103 @@ def _no_phantom_operators_part(
 #: Operator statuses (parser: partialStatus key) under which a falling price is expected.
 SLASHED_STATUSES = ("slashed", "pendingSlash")
 
+# Incremental steps: each price row of a changed epoch, and each operator's first row after a
+# changed epoch (a deleted row makes that row's step span the change), each with the
+# operator's previous priced epoch; primary-key probes only. Steps of slashed operators (by
+# operators_metadata) are always taken in full, so their expected falls stay listed as
+# warnings in every run, not only in the run that first met them.
+_CHANGED_STEPS_SQL = f"""
+WITH changed AS (SELECT unnest(CAST(:epochs AS integer[])) AS epoch),
+ops AS ({OPERATOR_IDS_SQL}),
+later AS (
+    SELECT p.operator_id, p.epoch, p.share_price_perq
+    FROM operator_share_prices p WHERE p.epoch = ANY(CAST(:epochs AS integer[]))
+    UNION
+    SELECT o.operator_id, nx.epoch, nx.share_price_perq
+    FROM changed c CROSS JOIN ops o
+    CROSS JOIN LATERAL (
+        SELECT q.epoch, q.share_price_perq FROM operator_share_prices q
+        WHERE q.operator_id = o.operator_id AND q.epoch > c.epoch
+        ORDER BY q.epoch LIMIT 1
+    ) nx
+), steps AS (
+    SELECT l.operator_id, l.epoch, l.share_price_perq AS price,
+           pv.epoch AS previous_epoch, pv.share_price_perq AS previous_price
+    FROM later l
+    CROSS JOIN LATERAL (
+        SELECT q.epoch, q.share_price_perq FROM operator_share_prices q
+        WHERE q.operator_id = l.operator_id AND q.epoch < l.epoch
+        ORDER BY q.epoch DESC LIMIT 1
+    ) pv
+    UNION
+    SELECT * FROM (
+        SELECT operator_id, epoch, share_price_perq AS price,
+               lag(epoch) OVER w AS previous_epoch, lag(share_price_perq) OVER w AS previous_price
+        FROM operator_share_prices
+        WHERE operator_id IN (SELECT m.operator_id FROM operators_metadata m
+                              WHERE m.status = ANY(CAST(:slashed AS text[])))
+        WINDOW w AS (PARTITION BY operator_id ORDER BY epoch)
+    ) s WHERE previous_epoch IS NOT NULL
+)
+SELECT * FROM steps
+"""  # noqa: S608 - only constant SQL is formatted in
+
+_ALL_STEPS_SQL = """
+SELECT * FROM (
+    SELECT operator_id, epoch, share_price_perq AS price,
+           lag(epoch) OVER w AS previous_epoch, lag(share_price_perq) OVER w AS previous_price
+    FROM operator_share_prices
+    WINDOW w AS (PARTITION BY operator_id ORDER BY epoch)
+) s WHERE previous_epoch IS NOT NULL
+"""
+
+
+def _steps_sql(scope: Scope) -> tuple[str, dict[str, Any]]:
+    """The price steps (operator, previous_epoch -> epoch) this run judges, as a subquery."""
+    changed = changed_epochs(scope)
+    if changed is None:
+        return _ALL_STEPS_SQL, {}
+    return _CHANGED_STEPS_SQL, {"epochs": changed, "slashed": list(SLASHED_STATUSES)}
+
 
 @check(
     "prices_never_decrease",
     "Each operator's share price never falls from one epoch to the next; a fall is only a "
     "warning for an operator the chain slashed. Count: falls.",
+    per_epoch=True,
 )
 def _prices_never_decrease(conn: Connection, scope: Scope) -> Outcome:
+    steps, params = _steps_sql(scope)
     rows = conn.execute(
         text(
-            """
-            WITH steps AS (
-                SELECT operator_id, epoch, share_price_perq AS price,
-                       lag(share_price_perq) OVER w AS previous_price,
-                       lag(epoch) OVER w AS previous_epoch
-                FROM operator_share_prices
-                WINDOW w AS (PARTITION BY operator_id ORDER BY epoch)
-            )
+            f"""
+            WITH steps AS ({steps})
             SELECT s.operator_id, s.previous_epoch, s.epoch, s.previous_price, s.price,
                    coalesce(m.status = ANY(CAST(:slashed AS text[])), false) AS slashed
             FROM steps s
             LEFT JOIN operators_metadata m ON m.operator_id = s.operator_id
             WHERE s.price < s.previous_price
             ORDER BY slashed, s.operator_id, s.epoch
-            """
+            """  # noqa: S608 - only constant SQL is formatted in
         ),
-        {"slashed": list(SLASHED_STATUSES)},
+        {**params, "slashed": list(SLASHED_STATUSES)},
     ).all()
     unexplained = [r for r in rows if not r.slashed]
     status: Status = "fail" if unexplained else ("warn" if rows else "pass")
     slashed_ops = sorted({r.operator_id for r in rows if r.slashed})
-    note = "all operators"
+    changed = changed_epochs(scope)
+    note = "all operators" if changed is None else covered(scope, changed)
     if slashed_ops:
         note += (
             f"; falls of slashed operator(s) {', '.join(map(str, slashed_ops[:10]))} are warnings"
         )
-    return Outcome(status, len(rows), [_row_dict(r) for r in rows[:MAX_EXAMPLES]], note)
+    return Outcome(
+        status,
+        len(rows),
+        [_row_dict(r) for r in rows[:MAX_EXAMPLES]],
+        note,
+        bad_epochs=frozenset(int(r.epoch) for r in unexplained),
+    )
 
 
 @check(
@@ -500,12 +620,19 @@ def _prices_never_decrease(conn: Connection, scope: Scope) -> Outcome:
     "last_seen_epoch equal to their first and last priced epoch. Count: operators that disagree.",
 )
 def _metadata_seen_range(conn: Connection, scope: Scope) -> Outcome:
+    # First and last epoch per operator by two primary-key probes each (a loose index scan),
+    # not an aggregate over every price row.
     rows = conn.execute(
         text(
-            """
-            WITH seen AS (
-                SELECT operator_id, min(epoch) AS first_epoch, max(epoch) AS last_epoch
-                FROM operator_share_prices GROUP BY operator_id
+            f"""
+            WITH ops AS ({OPERATOR_IDS_SQL}),
+            seen AS (
+                SELECT o.operator_id,
+                       (SELECT min(q.epoch) FROM operator_share_prices q
+                        WHERE q.operator_id = o.operator_id) AS first_epoch,
+                       (SELECT max(q.epoch) FROM operator_share_prices q
+                        WHERE q.operator_id = o.operator_id) AS last_epoch
+                FROM ops o
             )
             SELECT coalesce(m.operator_id, s.operator_id) AS operator_id,
                    m.first_seen_epoch AS metadata_first, s.first_epoch AS data_first,
@@ -515,7 +642,7 @@ def _metadata_seen_range(conn: Connection, scope: Scope) -> Outcome:
             WHERE m.first_seen_epoch IS DISTINCT FROM s.first_epoch
                OR m.last_seen_epoch IS DISTINCT FROM s.last_epoch
             ORDER BY 1
-            """
+            """  # noqa: S608 - only constant SQL is formatted in
         )
     ).all()
     return Outcome(
@@ -604,8 +731,12 @@ def _analytics_part(
     "Each operator has a price in every normalized epoch between its first and last (the old "
     "report's 'operators 0-3 present in every epoch', generalized). Count: missing "
     "(operator, epoch) rows; examples: the missing ranges.",
+    per_epoch=True,
 )
 def _operator_continuity(conn: Connection, scope: Scope) -> Outcome:
+    changed = changed_epochs(scope)
+    if changed is not None:
+        return _operator_continuity_changed(conn, scope, changed)
     # Positions in the normalized epochs' order, so epochs that are not normalized (someone
     # else's fault) or do not exist never count as missing here.
     rows = conn.execute(
@@ -633,7 +764,8 @@ def _operator_continuity(conn: Connection, scope: Scope) -> Outcome:
     ).all()
     count = sum(int(r.missing) for r in rows)
     examples: list[dict[str, Any]] = []
-    for r in rows[:MAX_EXAMPLES]:
+    bad: set[int] = set()
+    for r in rows:
         missing = (
             conn.execute(
                 text(
@@ -650,6 +782,9 @@ def _operator_continuity(conn: Connection, scope: Scope) -> Outcome:
             .scalars()
             .all()
         )
+        bad.update(int(e) for e in missing)
+        if len(examples) >= MAX_EXAMPLES:
+            continue
         order = (
             conn.execute(
                 text(
@@ -668,4 +803,52 @@ def _operator_continuity(conn: Connection, scope: Scope) -> Outcome:
                 "missing": ", ".join(format_range(a, b) for a, b in _islands(missing, order)),
             }
         )
-    return Outcome(_status(count), count, examples, f"{len(rows):,} operator(s) with gaps")
+    return Outcome(
+        _status(count),
+        count,
+        examples,
+        f"{len(rows):,} operator(s) with gaps",
+        bad_epochs=frozenset(bad),
+    )
+
+
+def _operator_continuity_changed(conn: Connection, scope: Scope, changed: list[int]) -> Outcome:
+    """Incremental: a gap can only open in a step that touches a changed epoch (a row added,
+    removed or an epoch newly normalized), so judge those steps: the normalized epochs strictly
+    between an operator's previous priced epoch and its row there must be none."""
+    steps, params = _steps_sql(scope)
+    rows = conn.execute(
+        text(
+            f"""
+            WITH steps AS ({steps})
+            SELECT s.operator_id, s.previous_epoch, s.epoch,
+                   array(SELECT n.epoch FROM epoch_normalizations n
+                         WHERE n.epoch > s.previous_epoch AND n.epoch < s.epoch
+                         ORDER BY n.epoch) AS missing
+            FROM steps s
+            WHERE EXISTS (SELECT 1 FROM epoch_normalizations n
+                          WHERE n.epoch > s.previous_epoch AND n.epoch < s.epoch)
+            ORDER BY s.operator_id, s.epoch
+            """  # noqa: S608 - only constant SQL is formatted in
+        ),
+        params,
+    ).all()
+    count = sum(len(r.missing) for r in rows)
+    examples = [
+        {
+            "operator_id": r.operator_id,
+            "seen": format_range(r.previous_epoch, r.epoch),
+            "missing": ", ".join(
+                format_range(a, b) for a, b in _islands(r.missing, list(r.missing))
+            ),
+        }
+        for r in rows[:MAX_EXAMPLES]
+    ]
+    bad = {int(e) for r in rows for e in (*r.missing, r.epoch)}
+    return Outcome(
+        _status(count),
+        count,
+        examples,
+        f"{len({r.operator_id for r in rows}):,} operator(s) with gaps; {covered(scope, changed)}",
+        bad_epochs=frozenset(bad),
+    )

@@ -105,6 +105,20 @@ class Scope:
     epochs: list[int] | None = None
     #: How a raw check walks `epochs` (set by the runner; not part of the scope's identity).
     mapper: EpochMapper | None = field(default=None, compare=False, repr=False)
+    #: Work several checks of one run share (e.g. the nominator positions walked once), by key.
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def only_changed(self) -> bool:
+        """True when the per-epoch checks may judge just `epochs` (an incremental run): in a
+        full or sample run they judge every row, as a check over whole tables."""
+        return self.mode == "incremental" and self.epochs is not None
+
+    def shared(self, key: str, compute: Callable[[], T]) -> T:
+        """`compute()` once per run: checks that judge the same derived data share it."""
+        if key not in self.cache:
+            self.cache[key] = compute()
+        return self.cache[key]
 
     def describe(self) -> str:
         if self.mode == "sample" or (self.sample is not None and self.epochs is None):
@@ -163,14 +177,23 @@ class Check:
     proves: str
     func: Callable[[Connection, Scope], Outcome]
     reads_raw: bool
+    #: Judges epochs one by one (SQL over the normalized rows of `Scope.epochs` in an
+    #: incremental run, everything otherwise) and says which epochs it found at fault, so an
+    #: epoch counts as verified only when it passed these checks too.
+    per_epoch: bool = False
+
+    @property
+    def scoped(self) -> bool:
+        """Covers the run's epochs rather than always everything: takes part in verification."""
+        return self.reads_raw or self.per_epoch
 
 
 CHECKS: list[Check] = []
 
 
-def check(name: str, proves: str, reads_raw: bool = False):
+def check(name: str, proves: str, reads_raw: bool = False, per_epoch: bool = False):
     def register(func: Callable[[Connection, Scope], Outcome]):
-        CHECKS.append(Check(name, proves, func, reads_raw))
+        CHECKS.append(Check(name, proves, func, reads_raw, per_epoch))
         return func
 
     return register

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 import shareprice.checks.definitions  # noqa: F401 - importing it registers the checks
+import shareprice.checks.nominator_checks  # noqa: F401 - and the nominator positions' checks
 from shareprice.checks.registry import (
     CHECKS,
     MAX_EXAMPLES,
@@ -151,6 +152,9 @@ def run_checks(
     started = time.perf_counter()
     results: list[CheckResult] = []
     raw_checks = [c for c in selected if c.reads_raw]
+    # Raw-reading and per-epoch checks cover the run's epochs; an epoch counts as verified only
+    # when every one of them passed it.
+    scoped_checks = [c for c in selected if c.scoped]
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(engine.connect())
         conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -160,8 +164,8 @@ def run_checks(
                 {"ms": str(int(statement_timeout_s * 1000))},
             )
         raw_epochs = int(conn.execute(text("SELECT count(*) FROM epochs")).scalar_one())
-        digests = conn.execute(text(_DIGESTS_SQL)).all() if raw_checks else []
-        if raw_checks:
+        digests = conn.execute(text(_DIGESTS_SQL)).all() if scoped_checks else []
+        if scoped_checks:
             normalized_epochs = [int(r.epoch) for r in digests]
         else:
             normalized_epochs = [
@@ -233,6 +237,7 @@ def run_checks(
             results.append(result)
             if item.reads_raw:
                 progress.check_done()
+            if item.scoped:
                 if outcome.bad_epochs is None:
                     progress.unverifiable(item.name)
                 else:
@@ -242,8 +247,8 @@ def run_checks(
         conn.exec_driver_sql("COMMIT")
     verified: list[Verified] = []
     note = ""
-    missing = [c.name for c in CHECKS if c.reads_raw and c not in raw_checks]
-    if not raw_checks:
+    missing = [c.name for c in CHECKS if c.scoped and c not in scoped_checks]
+    if not scoped_checks:
         pass
     elif missing:
         note = f"no epoch recorded as verified: {', '.join(missing)} did not run"

@@ -1,0 +1,659 @@
+"""Integrity checks of the nominator positions (issue 14, sql/042).
+
+Positions are stored as change rows (a row at from_epoch whenever a position's state differs
+from the epoch before; sql/042's header gives the reading rule), so a position's state at epoch
+X is the latest row at or before X within X's segment. These checks walk the rows once in epoch
+order, keeping every position's state and per-operator sums up to date, and judge each epoch of
+the run (`judged_epochs`): an incremental run judges the epochs whose digest moved since they
+were last verified (sql/044 hashes the change rows into the digest of their from_epoch, the
+first epoch whose state they change) and the epoch after each; full and sample runs judge every
+epoch that has positions. The walk is shared by the SQL-side checks of one run (Scope.shared).
+
+What each proves, on the chain's own arithmetic (DOMAIN.md, "Nominator positions"):
+- shares sum: an operator's total shares minus the effective shares of its positions is in
+  [0, number of deposits] (each conversion rounds down by less than one share);
+- storage fees: known + pending storage fee deposits sum exactly to the operator's storage fee;
+- key sets: every Deposits entry has a DepositOnHold entry and vice versa; every Withdrawals
+  key has a deposit;
+- pending prices: every ended pending epoch has a chain price, and effective_shares is exactly
+  known + floor(P * amount / 10^18) (known alone while the pending epoch has not ended);
+- gain: what a position is worth (its shares' value, plus its withdrawals' stake and shares'
+  value, plus a deposit still pending) is at least the principal on hold, except on slashed
+  operators; judged where a position changes, since between changes its value only rises with
+  the price (prices_never_decrease proves that);
+- value bound: floor(sum of effective shares * price / 10^18) <= the operator's stake, which
+  bounds the sum of the positions' values (a sum of floors is at most the floor of the sum);
+- positions match raw: the state at each judged epoch equals what shareprice.chain.nominators
+  decodes from that epoch's document (reads raw JSON).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from shareprice.checks.definitions import SLASHED_STATUSES, _status, changed_epochs
+from shareprice.checks.registry import MAX_EXAMPLES, Outcome, Scope, check
+
+PERQ = 10**18
+#: Epochs per chunk of the raw positions check (each chunk re-reads its starting state).
+POSITIONS_CHUNK = 50
+
+_POSITION_COLUMNS = (
+    "known_shares, known_storage_fee, pending_domain_id, pending_epoch, pending_amount, "
+    "pending_storage_fee, effective_shares, deposit_on_hold"
+)
+_WITHDRAWAL_COLUMNS = (
+    "total_amount, total_storage_fee, in_shares_domain_id, in_shares_epoch, "
+    "in_shares_unlock_block, in_shares, in_shares_storage_fee_refund, unlocking"
+)
+
+#: A position's state: the row's state columns as ints (None: NULL), in _POSITION_COLUMNS order.
+PositionState = tuple[Any, ...]
+Key = tuple[int, bytes]
+
+
+def _ints(row: Any) -> tuple[Any, ...]:
+    return tuple(int(v) if v is not None and not isinstance(v, list | dict) else v for v in row)
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    epoch: int
+    base_revision: int | None
+    head_domain_number: int | None
+    positions: int
+    withdrawals: int
+
+
+def _epoch_infos(conn: Connection) -> dict[int, EpochInfo]:
+    return {
+        int(r.epoch): EpochInfo(
+            int(r.epoch),
+            r.base_revision,
+            r.head_domain_number,
+            int(r.positions),
+            int(r.withdrawals),
+        )
+        for r in conn.execute(
+            text(
+                # Normalized epochs only: positions of an epoch that is not (or no longer)
+                # normalized are epochs_normalized's business, not a disagreement here.
+                "SELECT p.epoch, p.base_revision, p.head_domain_number, p.positions, "
+                "p.withdrawals FROM epoch_positions p "
+                "JOIN epoch_normalizations n ON n.epoch = p.epoch ORDER BY p.epoch"
+            )
+        )
+    }
+
+
+def judged_epochs(conn: Connection, scope: Scope, infos: dict[int, EpochInfo]) -> list[int]:
+    """The epochs with positions this run judges: the changed ones and the epoch after each
+    (incremental), else all of them."""
+    changed = changed_epochs(scope)
+    if changed is None:
+        return sorted(infos)
+    ordered = sorted(infos)
+    after = {e: ordered[i + 1] for i, e in enumerate(ordered[:-1])}
+    wanted = set(changed) | {after[e] for e in changed if e in after}
+    return sorted(e for e in wanted if e in infos)
+
+
+def _segment_start(infos: dict[int, EpochInfo], x: int) -> int | None:
+    starts = [e for e, i in infos.items() if e <= x and i.base_revision is None]
+    return max(starts) if starts else None
+
+
+@dataclass
+class Walk:
+    """Every position's and withdrawal's state while walking epochs in order."""
+
+    positions: dict[Key, PositionState] = field(default_factory=dict)
+    withdrawals: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+
+
+def walk(
+    conn: Connection, infos: dict[int, EpochInfo], epochs: list[int]
+) -> Iterator[tuple[int, Walk, set[Key]]]:
+    """(epoch, the states at it, keys whose rows are at it) for each of `epochs` (sorted, all
+    with positions), reading each segment's rows once from its start (sql/042's rule)."""
+    state = Walk()
+    segment: int | None = None
+    read_to: int | None = None
+    for x in epochs:
+        start = _segment_start(infos, x)
+        if start is None:
+            continue
+        if start != segment:
+            state, segment, read_to = Walk(), start, start - 1
+        assert read_to is not None
+        touched: set[Key] = set()
+        if x > read_to:
+            for table, columns, target in (
+                ("nominator_positions", _POSITION_COLUMNS, state.positions),
+                ("nominator_withdrawals", _WITHDRAWAL_COLUMNS, state.withdrawals),
+            ):
+                rows = conn.execute(
+                    text(
+                        f"SELECT from_epoch, operator_id, account, {columns} FROM {table} "  # noqa: S608
+                        "WHERE from_epoch > :after AND from_epoch <= :upto "
+                        "ORDER BY from_epoch, operator_id, account"
+                    ),
+                    {"after": read_to, "upto": x},
+                )
+                for r in rows:
+                    key = (int(r[1]), bytes(r[2]))
+                    values = _ints(r[3:])
+                    if all(v is None for v in values):
+                        target.pop(key, None)
+                    else:
+                        target[key] = values
+                    if int(r[0]) == x:
+                        touched.add(key)
+            read_to = x
+        yield x, state, touched
+
+
+@dataclass
+class Findings:
+    """What the SQL-side walk found, per check: offending items (dicts) and their epochs."""
+
+    judged: int = 0
+    items: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    bad: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    holes: int = 0
+
+    def add(self, name: str, epoch: int, example: dict[str, Any]) -> None:
+        self.counts[name] += 1
+        self.bad[name].add(epoch)
+        if len(self.items[name]) < MAX_EXAMPLES:
+            self.items[name].append({"epoch": epoch, **example})
+
+
+def _operator_states(conn: Connection, epochs: list[int]) -> dict[int, dict[int, Any]]:
+    rows = conn.execute(
+        text(
+            """
+            SELECT s.epoch, s.operator_id, s.stake_raw, s.shares_raw, s.storage_fee_raw,
+                   s.status, p.share_price_perq
+            FROM operator_shares s
+            LEFT JOIN operator_share_prices p ON p.operator_id = s.operator_id AND p.epoch = s.epoch
+            WHERE s.epoch = ANY(CAST(:epochs AS integer[]))
+            """
+        ),
+        {"epochs": epochs},
+    )
+    out: dict[int, dict[int, Any]] = defaultdict(dict)
+    for r in rows:
+        out[int(r.epoch)][int(r.operator_id)] = r
+    return out
+
+
+def _chain_price(conn: Connection, cache: dict[tuple[int, int, int], int | None], op, dom, ep):
+    key = (op, dom, ep)
+    if key not in cache:
+        value = conn.execute(
+            text(
+                "SELECT shares_per_stake_perq FROM operator_chain_share_prices "
+                "WHERE operator_id = :op AND domain_id = :dom AND domain_epoch = :ep"
+            ),
+            {"op": op, "dom": dom, "ep": ep},
+        ).scalar_one_or_none()
+        cache[key] = None if value is None else int(value)
+    return cache[key]
+
+
+def _hex(account: bytes) -> str:
+    return "0x" + account.hex()
+
+
+def _findings(conn: Connection, scope: Scope) -> Findings:
+    infos = _epoch_infos(conn)
+    epochs = judged_epochs(conn, scope, infos)
+    found = Findings()
+    chain: dict[tuple[int, int, int], int | None] = {}
+    slashed_meta = {
+        int(r[0])
+        for r in conn.execute(
+            text("SELECT operator_id FROM operators_metadata WHERE status = ANY(:s)"),
+            {"s": list(SLASHED_STATUSES)},
+        )
+    }
+    for start in range(0, len(epochs), 100):
+        chunk = epochs[start : start + 100]
+        operators = _operator_states(conn, chunk)
+        for x, state, touched in walk(conn, infos, chunk):
+            found.judged += 1
+            _judge_epoch(conn, x, state, touched, operators.get(x, {}), chain, slashed_meta, found)
+    return found
+
+
+def _judge_epoch(conn, x, state: Walk, touched, operators, chain, slashed_meta, found) -> None:
+    sums: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # shares, deposits, fees, holes
+    for (op, account), p in state.positions.items():
+        known, known_fee, pdom, pep, pamount, pfee, eff, hold = p
+        has_deposit = known is not None
+        if has_deposit != (hold is not None):
+            found.add(
+                "nominator_key_sets",
+                x,
+                {
+                    "operator_id": op,
+                    "account": _hex(account),
+                    "problem": "deposit without hold" if has_deposit else "hold without deposit",
+                },
+            )
+        if not has_deposit:
+            continue
+        s = sums[op]
+        s[1] += 1
+        s[2] += known_fee + (pfee or 0)
+        expected = known
+        if pep is not None and pep < x:
+            price = _chain_price(conn, chain, op, pdom, pep)
+            if price is None:
+                found.add(
+                    "nominator_pending_prices",
+                    x,
+                    {
+                        "operator_id": op,
+                        "account": _hex(account),
+                        "pending_epoch": pep,
+                        "problem": "ended pending epoch has no chain price",
+                    },
+                )
+                expected = None
+            else:
+                expected = known + price * pamount // PERQ
+        if eff is None:
+            s[3] += 1
+        if expected is not None and eff != expected:
+            found.add(
+                "nominator_pending_prices",
+                x,
+                {
+                    "operator_id": op,
+                    "account": _hex(account),
+                    "pending_epoch": pep,
+                    "effective_shares": str(eff),
+                    "expected": str(expected),
+                },
+            )
+        if eff is not None:
+            s[0] += eff
+    for (op, account), w in state.withdrawals.items():
+        if w[3] is not None and w[3] >= x and w[5] is not None:
+            # Withdrawn in an epoch that has not ended: the operator's total still counts
+            # those shares (the chain deducts them when the epoch ends).
+            sums[op][0] += w[5]
+        deposit = state.positions.get((op, account))
+        if deposit is None or deposit[0] is None:
+            found.add(
+                "nominator_key_sets",
+                x,
+                {
+                    "operator_id": op,
+                    "account": _hex(account),
+                    "problem": "withdrawal without deposit",
+                },
+            )
+    for op, (shares, deposits, fees, holes) in sorted(sums.items()):
+        row = operators.get(op)
+        if row is None:
+            # Not priced at x (no stake and no shares yet: an operator whose own deposit is
+            # still pending): its positions can hold no shares.
+            if shares:
+                found.add(
+                    "nominator_shares_sum",
+                    x,
+                    {
+                        "operator_id": op,
+                        "problem": "positions hold shares, the operator has no state",
+                        "sum_effective": str(shares),
+                    },
+                )
+            continue
+        if holes:
+            found.holes += holes
+        elif row.shares_raw is not None:
+            diff = int(row.shares_raw) - shares
+            if not 0 <= diff <= deposits:
+                found.add(
+                    "nominator_shares_sum",
+                    x,
+                    {
+                        "operator_id": op,
+                        "total_shares": str(row.shares_raw),
+                        "sum_effective": str(shares),
+                        "difference": str(diff),
+                        "deposits": deposits,
+                    },
+                )
+            if row.share_price_perq is not None and row.stake_raw is not None:
+                bound = shares * int(row.share_price_perq) // PERQ
+                if bound > int(row.stake_raw):
+                    found.add(
+                        "nominator_value_bound",
+                        x,
+                        {
+                            "operator_id": op,
+                            "values_at_most": str(bound),
+                            "stake": str(row.stake_raw),
+                        },
+                    )
+        if row.storage_fee_raw is not None and fees != int(row.storage_fee_raw):
+            found.add(
+                "nominator_storage_fees",
+                x,
+                {
+                    "operator_id": op,
+                    "storage_fee": str(row.storage_fee_raw),
+                    "sum_of_deposits": str(fees),
+                },
+            )
+    for key in sorted(touched):
+        op, account = key
+        held = state.positions.get(key)
+        row = operators.get(op)
+        if held is None or held[0] is None or held[6] is None or held[7] is None or row is None:
+            continue
+        if row.share_price_perq is None:
+            continue
+        price = int(row.share_price_perq)
+        if row.status in SLASHED_STATUSES or op in slashed_meta:
+            continue
+        worth = held[6] * price // PERQ
+        if held[3] is not None and held[3] >= x:  # pending, not yet converted: still its amount
+            worth += held[4]
+        out = state.withdrawals.get(key)
+        if out is not None:
+            worth += out[0] or 0
+            if out[5] is not None:
+                worth += out[5] * price // PERQ
+        if worth < held[7] - gain_tolerance(held[7]):
+            found.add(
+                "nominator_gain",
+                x,
+                {
+                    "operator_id": op,
+                    "account": _hex(account),
+                    "worth": str(worth),
+                    "deposit_on_hold": str(held[7]),
+                },
+            )
+
+
+def gain_tolerance(hold: int) -> int:
+    """How far below its principal a position may be worth by rounding alone, in Shannons.
+
+    Converting `a` at the chain's P (shares per stake) gives floor(P * a / 10^18) shares, worth
+    floor(shares * price / 10^18) at our price, and P and the price are each the floor of the
+    other's inverse (chain_prices_agree: within a unit), so P * price >= 10^36 - 2P: the loss
+    is below 2a / 10^18 + price / 10^18 + 1, a few units per 10^18 of principal. Allow three
+    per 10^18 plus a few units for conversions and withdrawals each rounding once more.
+    """
+    return 3 * hold // PERQ + 8
+
+
+def _shared_outcome(conn: Connection, scope: Scope, name: str, what: str) -> Outcome:
+    found: Findings = scope.shared("nominator_findings", lambda: _findings(conn, scope))
+    count = found.counts.get(name, 0)
+    note = f"{found.judged:,} epoch(s) with positions judged; {what}"
+    if found.holes and name in ("nominator_shares_sum", "nominator_value_bound"):
+        note += f"; {found.holes:,} position state(s) without effective shares left out (holes)"
+    if not found.judged:
+        note = "no nominator positions in the judged epochs"
+    return Outcome(
+        _status(count),
+        count,
+        found.items.get(name, [])[:MAX_EXAMPLES],
+        note,
+        bad_epochs=frozenset(found.bad.get(name, set())),
+    )
+
+
+@check(
+    "nominator_shares_sum",
+    "Per operator and epoch, the operator's total shares minus the effective shares of the "
+    "positions it holds then is between 0 and its number of deposits (rounding). Count: "
+    "(operator, epoch) pairs outside.",
+    per_epoch=True,
+)
+def _nominator_shares_sum(conn: Connection, scope: Scope) -> Outcome:
+    return _shared_outcome(
+        conn, scope, "nominator_shares_sum", "shares minus positions in [0, deposits]"
+    )
+
+
+@check(
+    "nominator_storage_fees",
+    "Per operator and epoch, the positions' known and pending storage fee deposits sum exactly "
+    "to the operator's total storage fee deposit. Count: (operator, epoch) pairs that differ.",
+    per_epoch=True,
+)
+def _nominator_storage_fees(conn: Connection, scope: Scope) -> Outcome:
+    return _shared_outcome(conn, scope, "nominator_storage_fees", "storage fees exact")
+
+
+@check(
+    "nominator_key_sets",
+    "Every position with a deposit has a principal on hold and vice versa (DepositOnHold keys "
+    "= Deposits keys), and every withdrawal belongs to a deposit. Count: offending keys.",
+    per_epoch=True,
+)
+def _nominator_key_sets(conn: Connection, scope: Scope) -> Outcome:
+    return _shared_outcome(
+        conn, scope, "nominator_key_sets", "hold = deposit keys, withdrawals a subset"
+    )
+
+
+@check(
+    "nominator_pending_prices",
+    "Every pending deposit whose epoch has ended has a chain price for that epoch, and "
+    "effective_shares is exactly known + floor(P * amount / 10^18) (known alone while pending). "
+    "Count: offending positions.",
+    per_epoch=True,
+)
+def _nominator_pending_prices(conn: Connection, scope: Scope) -> Outcome:
+    return _shared_outcome(conn, scope, "nominator_pending_prices", "effective shares exact")
+
+
+@check(
+    "nominator_gain",
+    "Where a position changes, its worth (shares' value, withdrawals' stake and shares, a "
+    "deposit still pending) is at least the principal on hold, except on slashed operators. "
+    "Count: positions worth less.",
+    per_epoch=True,
+)
+def _nominator_gain(conn: Connection, scope: Scope) -> Outcome:
+    return _shared_outcome(conn, scope, "nominator_gain", "gain >= 0 where positions change")
+
+
+@check(
+    "nominator_value_bound",
+    "Per operator and epoch, the positions' values sum to at most the operator's stake "
+    "(floor(sum of effective shares * price / 10^18) <= stake bounds the sum of values). "
+    "Count: (operator, epoch) pairs over.",
+    per_epoch=True,
+)
+def _nominator_value_bound(conn: Connection, scope: Scope) -> Outcome:
+    return _shared_outcome(conn, scope, "nominator_value_bound", "sum of values <= stake")
+
+
+# ----------------------------------------------------------------------------- raw positions
+
+
+@check(
+    "nominator_positions_match_raw",
+    "Each judged epoch's position states (read from the change rows by sql/042's rule) equal "
+    "the deposits, holds and withdrawals the shared parser (shareprice.chain.nominators) decodes "
+    "from that epoch's raw document, effective shares converted at the document's own chain "
+    "prices; and epoch_positions' counts and head block match. Count: differing positions.",
+    reads_raw=True,
+)
+def _nominator_positions_match_raw(conn: Connection, scope: Scope) -> Outcome:
+    # A fault in a change row shows in the state of its own from_epoch, whose digest it moves,
+    # so the run's epochs suffice here (no neighbours needed).
+    count = judged = 0
+    examples: list[dict[str, Any]] = []
+    bad: set[int] = set()
+    for part in scope.map(_positions_part, conn, POSITIONS_CHUNK):
+        count += part[0]
+        examples.extend(part[1][: MAX_EXAMPLES - len(examples)])
+        bad.update(part[2])
+        judged += part[3]
+    note = (
+        f"{judged:,} epoch(s) with positions compared with their raw documents ({scope.describe()})"
+    )
+    return Outcome(_status(count), count, examples, note, bad_epochs=frozenset(bad))
+
+
+def _raw_states(doc: dict[str, Any], epoch: int):
+    from shareprice.chain import nominators, parser
+
+    positions = nominators.parse_positions(doc, epoch)
+    chain = {}
+    entries = (doc.get("operatorEpochSharePrice") or {}).get("entries") or []
+    if entries:
+        rows = parser.chain_price_rows([e["value"] for e in entries], epoch=epoch)
+        chain = {(r[0], r[2]): r[3] for r in rows}
+    states: dict[Key, list[Any]] = {}
+    for d in positions.deposits:
+        p = d.pending
+        states[(d.operator_id, d.account)] = [
+            d.known_shares,
+            d.known_storage_fee_deposit,
+            p.domain_id if p else None,
+            p.domain_epoch if p else None,
+            p.amount if p else None,
+            p.storage_fee_deposit if p else None,
+            nominators.effective_shares(d, chain, epoch),
+            None,
+        ]
+    for h in positions.holds:
+        states.setdefault((h.operator_id, h.account), [None] * 8)[7] = h.amount
+    withdrawals: dict[Key, tuple[Any, ...]] = {}
+    for w in positions.withdrawals:
+        s = w.in_shares
+        withdrawals[(w.operator_id, w.account)] = (
+            w.total_amount,
+            w.total_storage_fee,
+            s.domain_id if s else None,
+            s.domain_epoch if s else None,
+            s.unlock_block if s else None,
+            s.shares if s else None,
+            s.storage_fee_refund if s else None,
+            [
+                {
+                    "unlock_block": u.unlock_block,
+                    "amount": str(u.amount),
+                    "storage_fee_refund": str(u.storage_fee_refund),
+                }
+                for u in w.unlocking
+            ],
+        )
+    return positions, {k: tuple(v) for k, v in states.items()}, withdrawals
+
+
+def _positions_part(
+    conn: Connection, chunk: list[int]
+) -> tuple[int, list[dict[str, Any]], list[int], int]:
+    """(differences, examples, epochs at fault, epochs compared) over one chunk of epochs."""
+    from shareprice.chain.parser import ParseError
+
+    infos = _epoch_infos(conn)
+    epochs = [e for e in chunk if e in infos]
+    docs = {
+        int(r.epoch): orjson.loads(r.doc)
+        for r in conn.execute(
+            text(
+                """
+                SELECT epoch, jsonb_build_object(
+                    'deposits', d -> 'deposits', 'withdrawals', d -> 'withdrawals',
+                    'depositOnHold', d -> 'depositOnHold',
+                    'headDomainNumber', d -> 'headDomainNumber',
+                    'operatorEpochSharePrice', d -> 'operatorEpochSharePrice')::text AS doc
+                FROM (SELECT epoch, CASE jsonb_typeof(data) WHEN 'array' THEN data -> 0
+                             ELSE data END AS d
+                      FROM epochs WHERE epoch = ANY(CAST(:epochs AS integer[]))) s
+                """
+            ),
+            {"epochs": chunk},
+        )
+    }
+    count = 0
+    examples: list[dict[str, Any]] = []
+    bad: list[int] = []
+
+    def differ(x: int, example: dict[str, Any]) -> None:
+        nonlocal count
+        count += 1
+        if not bad or bad[-1] != x:
+            bad.append(x)
+        if len(examples) < MAX_EXAMPLES:
+            examples.append({"epoch": x, **example})
+
+    # A normalized epoch whose document carries position items must have its positions too
+    # (sql/042: an epoch without an epoch_positions row is a hole, never "no positions").
+    for x in chunk:
+        doc = docs.get(x)
+        if (
+            x not in infos
+            and doc is not None
+            and any(doc.get(k) for k in ("deposits", "withdrawals", "depositOnHold"))
+        ):
+            differ(x, {"problem": "document carries positions, epoch_positions has no row"})
+    for x, state, _ in walk(conn, infos, epochs):
+        doc = docs.get(x)
+        if doc is None:
+            differ(x, {"problem": "no raw document"})
+            continue
+        try:
+            raw, positions, withdrawals = _raw_states(doc, x)
+        except (ParseError, KeyError, TypeError, ValueError) as exc:
+            differ(x, {"problem": f"raw positions do not parse: {exc}"})
+            continue
+        info = infos[x]
+        if info.positions != len(positions) or info.withdrawals != len(withdrawals):
+            differ(
+                x,
+                {
+                    "problem": "epoch_positions counts",
+                    "recorded": f"{info.positions}/{info.withdrawals}",
+                    "raw": f"{len(positions)}/{len(withdrawals)}",
+                },
+            )
+        if info.head_domain_number != raw.head_domain_number:
+            differ(
+                x,
+                {
+                    "problem": "head_domain_number",
+                    "recorded": info.head_domain_number,
+                    "raw": raw.head_domain_number,
+                },
+            )
+        for name, table, want in (
+            ("position", state.positions, positions),
+            ("withdrawal", state.withdrawals, withdrawals),
+        ):
+            for key in sorted(set(table) | set(want)):
+                have, expect = table.get(key), want.get(key)
+                if have != expect:
+                    differ(
+                        x,
+                        {
+                            "operator_id": key[0],
+                            "account": _hex(key[1]),
+                            "what": name,
+                            "stored": None if have is None else [str(v) for v in have],
+                            "raw": None if expect is None else [str(v) for v in expect],
+                        },
+                    )
+    return count, examples, bad, len(epochs)
