@@ -72,7 +72,7 @@ def _amount(raw) -> int:
 def _split(value: str) -> tuple[int, str, str]:
     key, payload = value.split(",", 1)
     operator = int.from_bytes(bytes.fromhex(key[PREFIX_LEN : PREFIX_LEN + 16]), "little")
-    return operator, key[PREFIX_LEN + 16 :], payload
+    return operator, key[PREFIX_LEN + 16 :].lower(), payload
 
 
 def _chain_prices(doc: dict) -> dict[tuple[int, int, int], int]:
@@ -422,6 +422,27 @@ def test_a_malformed_deposit_fails_its_epoch_and_writes_nothing_for_it(
     assert '\\"knwn\\"' in stored  # raw data never modified (escaped inside its string)
     exp_positions, _, _ = expected_rows({2647: real, **docs, 2651: successor(docs[2649], 2651)})
     assert actual_rows(db_url)[0] == exp_positions
+
+
+def test_the_whole_document_path_gives_the_same_rows(db_url, engine, shared_data, real):
+    """A deposit key in upper-case hex is not what the parts path takes: the whole document is
+    parsed instead, its keys canonical, so the position is the same one as at 2647 (no row)."""
+    _import_real(engine, shared_data)
+    shouted = successor(real, 2648)
+    deps = _entries(shouted, "deposits")
+    key, payload = deps[0]["value"].split(",", 1)
+    deps[0] = {"key": deps[0]["key"], "value": key[:PREFIX_LEN] + key[PREFIX_LEN:].upper() + ","
+               + payload}  # fmt: skip
+    changed = _payload(deps[2])
+    changed["known"]["storageFeeDeposit"] = hex(_amount(changed["known"]["storageFeeDeposit"]) + 1)
+    deps[2] = _with_payload(deps[2], changed)
+    _insert(db_url, {2648: shouted})
+    _run(engine, workers=1)
+    positions, withdrawals = actual_rows(db_url)
+    at_2648 = [p for p in positions if p[2] == 2648]
+    assert at_2648 == [(*_split(deps[2]["value"])[:2], 2648, raw_positions(shouted)[
+        _split(deps[2]["value"])[:2]])]  # fmt: skip
+    assert (positions, withdrawals) == expected_rows({2647: real, 2648: shouted})[:2]
 
 
 # --- order independence ----------------------------------------------------------------------------

@@ -84,19 +84,17 @@ class PositionChanges:
     withdrawal_rows: list[tuple[int, str, WithdrawalState | None]]
 
 
-def _by_key(values: Sequence[str] | None, name: str, epoch: int) -> dict[str, str]:
-    """Entry values by canonical key: the storage key's operator and account part in lower case
-    (the item prefix differs between the three items); a key twice raises."""
-    out: dict[str, str] = {}
+def _by_key(values: Sequence[str] | None, name: str, epoch: int, lower: bool) -> dict[str, str]:
+    """Entry values by key: the storage key's operator and account part (the item prefix
+    differs between the three items); a key twice raises. With `lower` (the whole-document
+    path) keys are canonicalized to lower case; the parts path leaves them as they are and
+    _decode refuses a key that is not lower case, sending the document to the whole path."""
     if not values:
-        return out
-    for value in values:
-        key = value[KEY_PREFIX_LEN:POSITION_KEY_LEN]
-        if not key.islower():  # hex digits in upper case: the same key as in lower case
-            key = key.lower()
-        if key in out:
-            raise ParseError(f"the key of operator and account {key} appears twice", epoch, name)
-        out[key] = value
+        return {}
+    p, k = KEY_PREFIX_LEN, POSITION_KEY_LEN
+    out = {v[p:k].lower(): v for v in values} if lower else {v[p:k]: v for v in values}
+    if len(out) != len(values):
+        raise ParseError("the key of an operator and account appears twice", epoch, name)
     return out
 
 
@@ -109,13 +107,15 @@ def build(
     hold_values: Sequence[str] | None,
     prices: ChainPrices,
     base: EpochItems | None,
+    *,
+    lower: bool = False,
 ) -> tuple[EpochItems, PositionChanges]:
     """The items of `epoch` (its document's entry values, in any order) and its change rows
     against `base` (the items of epoch - 1, or None: full rows). `prices`: this document's
     chain prices, for effective shares."""
-    deposits = _by_key(deposit_values, "deposits", epoch)
-    holds = _by_key(hold_values, "depositOnHold", epoch)
-    withdrawals = _by_key(withdrawal_values, "withdrawals", epoch)
+    deposits = _by_key(deposit_values, "deposits", epoch, lower)
+    holds = _by_key(hold_values, "depositOnHold", epoch, lower)
+    withdrawals = _by_key(withdrawal_values, "withdrawals", epoch, lower)
     if base is not None and base.epoch != epoch - 1:
         raise ValueError(f"base epoch {base.epoch} is not epoch {epoch} - 1")
     b_states = base.states if base is not None else {}
@@ -144,7 +144,7 @@ def build(
                     else (*before[:_EFFECTIVE], effective, before[9])
                 )
         else:
-            state = _decode_position(d, h, epoch, prices_get)
+            state = _decode_position(key, d, h, epoch, prices_get)
         states[key] = state
         if state is not before and state != before:
             rows.append((state[0], state[1], state))
@@ -161,6 +161,7 @@ def build(
             w_states[key] = w_before
             continue
         operator_id, account, payload = position_key(value, WITHDRAWALS_ITEM)
+        _check_case(key, operator_id, account)
         w_state: WithdrawalState = (operator_id, account, *withdrawal_fields(payload))
         w_states[key] = w_state
         if w_state != w_before:
@@ -192,8 +193,15 @@ def _effective(state: PositionState, prices_get) -> int | None:
     return state[2] + price * state[6] // PERQ
 
 
+def _check_case(key: str, operator_id: int, account: str) -> None:
+    """A key as the dict holds it must be the canonical (lower-case) text of what it decodes
+    to, or two spellings of one key could both be stored."""
+    if key != operator_id.to_bytes(8, "little").hex() + account:
+        raise ValueError("storage key not in lower-case hex")
+
+
 def _decode_position(
-    deposit: str | None, hold: str | None, epoch: int, prices_get
+    key: str, deposit: str | None, hold: str | None, epoch: int, prices_get
 ) -> PositionState:
     operator_id = account = None
     fields: tuple[int | None, ...] = (None, None, None, None, None, None)
@@ -212,4 +220,5 @@ def _decode_position(
         operator_id, account, payload = position_key(hold, DEPOSIT_ON_HOLD_ITEM)
         on_hold = hold_amount(payload)
     assert operator_id is not None and account is not None
+    _check_case(key, operator_id, account)
     return (operator_id, account, *fields, effective, on_hold)  # type: ignore[return-value]

@@ -454,6 +454,7 @@ def _whole_positions(
         _values_of(doc, "depositOnHold"),
         prices,
         _base_for(base, epoch),
+        lower=True,
     )
 
 
