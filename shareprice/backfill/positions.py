@@ -136,8 +136,9 @@ def build(
             pending_epoch = before[_PENDING_EPOCH]
             if d is None or pending_epoch is None or pending_epoch >= epoch:
                 state = before
-            else:
-                effective = _effective(before, prices_get)
+            else:  # known + floor(P * pending amount / 10^18); None without P (inlined: hot)
+                price = prices_get((before[0], before[4], pending_epoch))  # type: ignore[arg-type]
+                effective = None if price is None else before[2] + price * before[6] // PERQ  # type: ignore[operator]
                 state = (
                     before
                     if effective == before[_EFFECTIVE]
@@ -182,15 +183,6 @@ def build(
         w_rows,
     )
     return items, changes
-
-
-def _effective(state: PositionState, prices_get) -> int | None:
-    """known + floor(P * pending amount / 10^18), P the chain price of the pending epoch (the
-    caller checked that the epoch has ended); None when that price is missing."""
-    price = prices_get((state[0], state[4], state[5]))
-    if price is None:
-        return None
-    return state[2] + price * state[6] // PERQ
 
 
 def _check_case(key: str, operator_id: int, account: str) -> None:

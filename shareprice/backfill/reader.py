@@ -45,6 +45,7 @@ from psycopg.types.json import set_json_loads
 
 from shareprice.backfill import positions
 from shareprice.backfill.positions import EpochItems, PositionChanges
+from shareprice.chain.codec import KEY_PREFIX_LEN
 from shareprice.chain.nominators import head_domain_number, parse_positions
 from shareprice.chain.parser import (
     ParseError,
@@ -335,15 +336,24 @@ class ChainDiff:
             # The batch's first document, or a key repeated (the parser decides what it is).
             rows = chain_price_rows(values, epoch=epoch)
             prices = {(o, d, de): v for o, d, de, v in rows}
-        elif not previous.keys() <= current.keys():  # an entry vanished: rebuild the map
-            rows = chain_price_rows(values, epoch=epoch)
-            prices = {(o, d, de): v for o, d, de, v in rows}
         else:
             seen = previous.get
             rows = chain_price_rows(
                 [v for k, v in zip(keys, values, strict=True) if seen(k) != v], epoch=epoch
             )
             prices = known
+            # Entries that vanished (dumps that keep a window of history): out of the map. Their
+            # keys parsed when they were new, so they decode.
+            for k in previous.keys() - current.keys():
+                raw = bytes.fromhex(k[KEY_PREFIX_LEN:])
+                prices.pop(
+                    (
+                        int.from_bytes(raw[0:8], "little"),
+                        int.from_bytes(raw[8:12], "little"),
+                        int.from_bytes(raw[12:16], "little"),
+                    ),
+                    None,
+                )
             for o, d, de, v in rows:
                 prices[(o, d, de)] = v
         self._previous = current
