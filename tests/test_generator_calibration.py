@@ -22,6 +22,15 @@ from shareprice.ingest import generator
 from shareprice.ingest.importer import iter_documents_in_file
 
 
+def _operators_only(data: bytes) -> bytes:
+    """The document without its nominator positions (most of its bytes since issue 14; stake
+    and prices come from the operators): the generator writes deposits, withdrawals and
+    depositOnHold together, just before successfulBundles."""
+    start = data.index(b',"deposits":')
+    end = data.index(b',"successfulBundles":', start)
+    return data[:start] + data[end:]
+
+
 def _figures(records, lo: int, hi: int) -> tuple[float, float, dict[int, int]]:
     totals: dict[int, int] = {}
     first: dict[int, tuple[int, int]] = {}
@@ -50,7 +59,9 @@ def test_demo_profile_is_within_10x_of_the_real_samples(shared_data):
     real_stake, real_price, real_totals = _figures(samples, 218, 2647)
     assert real_totals[2647] > real_totals[2619] > real_totals[218]  # the real chain grows
 
-    demo = [parse_document(d.data) for d in generator.iter_documents("demo", seed=0)]
+    demo = [
+        parse_document(_operators_only(d.data)) for d in generator.iter_documents("demo", seed=0)
+    ]
     demo_stake, demo_price, demo_totals = _figures(demo, 218, 2647)
     print(
         f"calibration: stake growth/epoch demo {demo_stake:.3g} vs samples {real_stake:.3g} "
@@ -67,7 +78,8 @@ def test_demo_profile_is_within_10x_of_the_real_samples(shared_data):
 
 def test_seed_scale_keeps_its_operators_and_grows():
     docs = [
-        parse_document(d.data) for d in generator.iter_documents("seed-scale", seed=0, epochs=320)
+        parse_document(_operators_only(d.data))
+        for d in generator.iter_documents("seed-scale", seed=0, epochs=320)
     ]
     totals = {r.epoch: sum(s.stake for s in r.operators) for r in docs}
     active = [len(r.operators) for r in docs[60:]]

@@ -47,6 +47,7 @@ from shareprice.ingest.nominators_model import (
     Nominator,
     Pool,
     dump_fragment,
+    entry_text,
     head_domain_number,
     nominator_targets,
 )
@@ -325,11 +326,13 @@ class _Simulation:
         self.reg_by_epoch: dict[int, list[int]] = {}
         for i, r in enumerate(self.plan.registered_at):
             self.reg_by_epoch.setdefault(r, []).append(i)
-        # (domain epoch, [(operator, storage key, value text)]) for the repeated chain history
-        # of the last chain_window epochs, and older entries kept because a pending deposit or
-        # withdrawal still needs that price: (operator, epoch) -> (storage key, value text).
-        self.chain_history: deque[tuple[int, list[tuple[int, str, str]]]] = deque()
-        self.kept: dict[tuple[int, int], tuple[str, str]] = {}
+        # (domain epoch, [(operator, entry text)]) for the repeated chain history of the last
+        # chain_window epochs, and older entries kept because a pending deposit or withdrawal
+        # still needs that price: (operator, epoch) -> entry text. Entry texts are
+        # "<storage key>,<value>" ready for dump_fragment; the keys have one length, so sorting
+        # the texts sorts by key (storage order).
+        self.chain_history: deque[tuple[int, list[tuple[int, str]]]] = deque()
+        self.kept: dict[tuple[int, int], str] = {}
         self.end_block = _GENESIS_BLOCK
         self.static = _static_parts()
 
@@ -494,7 +497,7 @@ class _Simulation:
         """The chain's epoch transition: rewards, the recorded price, then the queue."""
         plan = self.plan
         stake, shares = self.stake, self.shares
-        recorded: list[tuple[int, str, str]] = []
+        recorded: list[tuple[int, str]] = []
         for i in self.present:
             status = self.status[i]
             pool = self.pools[i]
@@ -510,7 +513,7 @@ class _Simulation:
                         pool.credit_owner(bought)
                 if pool.deposits_in_epoch or pool.withdrawals_in_epoch:
                     price = shares[i] * PERQ // stake[i]  # the chain's SHARES per stake
-                    recorded.append((i, codec.encode_chain_price_key(i, 0, epoch), str(price)))
+                    recorded.append((i, _chain_entry(i, epoch, price)))
                     deposited = pool.deposits_in_epoch
                     added, withdrawn, owed = pool.finalize(epoch, price)
                     shares[i] += added - withdrawn
@@ -535,16 +538,16 @@ class _Simulation:
                 added, _, _ = pool.finalize(epoch, PERQ)
                 stake[i], shares[i] = amount, added
                 self.status[i] = "registered"
-                recorded.append((i, codec.encode_chain_price_key(i, 0, epoch), str(PERQ)))
+                recorded.append((i, _chain_entry(i, epoch, PERQ)))
         if recorded:
             self.chain_history.append((epoch, recorded))
         pools, kept = self.pools, self.kept
         while self.chain_history and self.chain_history[0][0] <= epoch - self.profile.chain_window:
             old, entries = self.chain_history.popleft()
-            for i, key, value in entries:
+            for i, text in entries:
                 pool_or_none = pools.get(i)
                 if pool_or_none is not None and old in pool_or_none.refs:
-                    kept[(i, old)] = (key, value)
+                    kept[(i, old)] = text
 
     def _document(
         self,
@@ -604,12 +607,9 @@ class _Simulation:
                     }
                 )
         total = sum(stake[i] for i in self.present if status[i] == "registered")
-        chain = [(key, value) for _, recorded in self.chain_history for _, key, value in recorded]
+        chain = [text for _, recorded in self.chain_history for _, text in recorded]
         chain += self.kept.values()
         chain.sort()
-        chain_entries = [
-            {"key": [str(k)], "value": f"{key},{value}"} for k, (key, value) in enumerate(chain)
-        ]
         doc = {
             "epoch": epoch,
             "endBlock": self.end_block,
@@ -627,7 +627,7 @@ class _Simulation:
             "withdrawals": dump_fragment(withdrawal_values),
             "depositOnHold": dump_fragment(hold_values),
             "successfulBundles": self.static["successfulBundles"],
-            "operatorEpochSharePrice": {"count": len(chain_entries), "entries": chain_entries},
+            "operatorEpochSharePrice": dump_fragment(chain),
             "operatorHighestSlot": {"count": len(slots), "entries": slots},
             "operatorBundleSlot": _dump([]),
             "pendingStakingOperationCount": str(len(deposits) + len(withdrawals)),
@@ -646,10 +646,15 @@ class _Simulation:
         return (
             orjson.dumps(doc),
             states,
-            len(chain_entries),
+            len(chain),
             len(deposit_values),
             len(withdrawal_values),
         )
+
+
+def _chain_entry(operator_id: int, epoch: int, shares_per_stake: int) -> str:
+    """operatorEpochSharePrice(operator, domain 0, epoch) as an entry text for dump_fragment."""
+    return entry_text(f"{codec.encode_chain_price_key(operator_id, 0, epoch)},{shares_per_stake}")
 
 
 def _dump(entries: list) -> dict:

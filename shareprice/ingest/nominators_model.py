@@ -49,7 +49,15 @@ from shareprice.chain import codec
 from shareprice.chain.nominators import DEPOSIT_ON_HOLD_ITEM
 from shareprice.chain.records import PERQ
 
-__all__ = ["Nominator", "Pool", "dump_fragment", "head_domain_number", "u128_json"]
+__all__ = [
+    "Nominator",
+    "Pool",
+    "dump_fragment",
+    "entry_text",
+    "head_domain_number",
+    "nominator_targets",
+    "u128_json",
+]
 
 #: Storage fee = staked amount // STORAGE_FEE_DIVISOR (20% of the whole payment, as the chain).
 STORAGE_FEE_DIVISOR = 4
@@ -146,6 +154,9 @@ class Pool:
         self._epoch_depositors: list[Nominator] = []
         self._epoch_withdrawers: dict[str, Nominator] = {}
         self._texts: tuple[list[str], list[str], list[str]] | None = None
+        # The tax changes the owner's entry nearly every epoch: patched in place, not re-listed.
+        self._owner_index = -1
+        self._owner_dirty = False
 
     # --- membership ---------------------------------------------------------------------------
 
@@ -288,7 +299,7 @@ class Pool:
         owner = self.members[self.owner]
         owner.known_shares += shares
         owner.deposit_text = None
-        self._texts = None
+        self._owner_dirty = True
 
     # --- the end of the epoch -----------------------------------------------------------------
 
@@ -314,6 +325,11 @@ class Pool:
         """(deposits, depositOnHold, withdrawals) entry values in storage order, escaped for
         `dump_fragment`; cached until something in the pool changes."""
         if self._texts is not None:
+            if self._owner_dirty:
+                owner = self.members[self.owner]
+                owner.deposit_text = _escaped(_deposit_value(self.operator_le, owner))
+                self._texts[0][self._owner_index] = owner.deposit_text
+                self._owner_dirty = False
             return self._texts
         deposits: list[str] = []
         holds: list[str] = []
@@ -328,6 +344,8 @@ class Pool:
                     n.hold_text = _escaped(
                         codec.storage_key(DEPOSIT_ON_HOLD_ITEM, op, account) + f",{n.hold}"
                     )
+                if account == self.owner:
+                    self._owner_index = len(deposits)
                 deposits.append(n.deposit_text)
                 holds.append(n.hold_text)
             if n.w_epoch >= 0 or n.unlocking:
@@ -335,6 +353,7 @@ class Pool:
                     n.withdrawal_text = _escaped(_withdrawal_value(op, n))
                 withdrawals.append(n.withdrawal_text)
         self._texts = (deposits, holds, withdrawals)
+        self._owner_dirty = False
         return self._texts
 
 
@@ -381,9 +400,15 @@ def _withdrawal_value(operator_le: str, n: Nominator) -> str:
 _ENTRY_PREFIXES: list[str] = []
 
 
+def entry_text(value: str) -> str:
+    """An entry value ready for `dump_fragment`."""
+    return _escaped(value)
+
+
 def dump_fragment(values: list[str]) -> orjson.Fragment:
     """A storage dump `{"count": n, "entries": [{"key": ["<i>"], "value": "..."}]}` from values
-    escaped by `Pool.texts`, as one JSON fragment (orjson copies it without re-encoding)."""
+    escaped by `Pool.texts` or `entry_text`, as one JSON fragment (orjson copies it without
+    re-encoding)."""
     count = len(values)
     prefixes = _ENTRY_PREFIXES
     while len(prefixes) < count:
