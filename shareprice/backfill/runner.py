@@ -8,8 +8,11 @@ How a run goes:
 2. Wait for any batch transaction a killed predecessor's workers may still be committing (they
    hold a shared barrier lock per transaction), then mark runs left 'running' as interrupted:
    holding the lock proves their process is gone.
-3. Pending epochs: no epoch_normalizations row, or a raw revision that moved on; skipping
-   documents the parser rejected at their current revision (unless `retry_failed`).
+3. Pending epochs: no epoch_normalizations row, a raw revision that moved on, or nominator
+   positions compared with a base E-1 the tables no longer hold (sql/042); skipping documents
+   the parser rejected at their current revision (unless `retry_failed`). After the pass, what
+   is pending again is redone (at most FIXUP_PASSES times): so parallel batches, epochs
+   imported out of order and changed documents end with the tables a sequential run writes.
 4. Split them into batches of consecutive epochs; each batch is fetched, parsed and written in
    ONE transaction together with its epoch_normalizations rows, its errors and the run's
    counters (shareprice/backfill/writer.py). A kill at any moment loses at most the batches in flight,
