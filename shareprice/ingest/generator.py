@@ -92,7 +92,8 @@ class Profile:
     #: gives a median per-epoch price growth of ~3e-8 (the real samples: ~1.5e-8).
     growth_median: float = 1e-6
     #: Epochs of operatorEpochSharePrice history repeated in each document (the real chain
-    #: repeats all of it; a window keeps documents bounded, ~1 MB at seed scale).
+    #: repeats all of it; a window keeps documents bounded). Entries a pending deposit or
+    #: withdrawal still needs stay beyond the window (lazy conversions keep old ones alive).
     chain_window: int = 32
     #: Epochs a deregistered operator stays in storage (status deregistered) before removal.
     unlock_epochs: int = 4
@@ -115,7 +116,8 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     # What `make run` loads: ~30 operators active over 3,734 epochs (31 days, so 30-day yields
-    # have data), ~130 MB of JSON.
+    # have data), ~2.5 GB of JSON (~0.65 MB per document: ~870 positions; ~130 MB before
+    # nominators were modelled).
     # Calibrated on the shared Auto EVM samples (tests/test_generator_calibration.py): total
     # stake grows (real: 0.30 M AI3 at epoch 218 to 2.14 M at 2647) and prices grow ~1e-8 per
     # epoch, each within 10x of the samples.
@@ -134,8 +136,9 @@ PROFILES: dict[str, Profile] = {
         nominator_join_rate=0.01,
     ),
     # The old system's scale: 3,734 epochs, ~940 operators active on average; grows like demo.
-    # Nominators heavy tailed, 1-150 per operator (~2% of operators with 50 or more), so that a
-    # document holds a few thousand positions (~100 per operator would be ~45 MB per document).
+    # Nominators heavy tailed, 1-150 per operator (mean 3.3, median 1, 21 operators with 50 or
+    # more), so that a document holds ~3,000 positions, ~3.1 MB per document (~0.9 MB without
+    # positions), ~11.7 GB of JSON in all; ~100 per operator would be ~45 MB per document.
     "seed-scale": Profile(
         "seed-scale",
         epochs=3734,
