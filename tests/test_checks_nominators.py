@@ -254,3 +254,38 @@ def test_fault_planted_after_verification_fails_every_later_incremental_run(samp
         assert {e["epoch"] for e in results["nominator_shares_sum"].examples} == {2647, 2648}
         assert 2647 not in {v.epoch for v in run.verified}
         assert checks.save_run(sample, run).saved
+
+
+def test_generated_history_walk_and_incremental_jump(normalized_small_copy):
+    """On the generated 80-epoch history (change rows in many epochs), a full run passes; a
+    fault planted in a change row of a middle epoch is caught by the next incremental run,
+    which reaches that epoch by one jump from the segment start (latest row per position)."""
+    engine = normalized_small_copy
+    first = checks.run_checks(engine, full=True)
+    results = _results(first)
+    assert all(results[n].status == "pass" for n in NOMINATOR_CHECKS), checks.format_table(first)
+    assert checks.save_run(engine, first).saved
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT operator_id, account, from_epoch FROM nominator_positions "
+                "WHERE from_epoch BETWEEN 30 AND 60 AND effective_shares > 0 "
+                "AND from_epoch > (SELECT min(epoch) FROM epoch_positions) "
+                "ORDER BY from_epoch, operator_id, account LIMIT 1"
+            )
+        ).one()
+    _exec(
+        engine,
+        "UPDATE nominator_positions SET effective_shares = effective_shares + 10 ^ 20 "
+        "WHERE operator_id = :o AND account = :a AND from_epoch = :e",
+        o=row.operator_id,
+        a=row.account,
+        e=row.from_epoch,
+    )
+    run = checks.run_checks(engine)
+    assert run.scope.epochs == [row.from_epoch]
+    results = _results(run)
+    assert results["nominator_shares_sum"].status == "fail"
+    assert results["nominator_shares_sum"].examples[0]["epoch"] == row.from_epoch
+    assert results["nominator_positions_match_raw"].status == "fail"
+    assert results["nominator_positions_match_raw"].examples[0]["epoch"] == row.from_epoch

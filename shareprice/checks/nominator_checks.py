@@ -118,44 +118,68 @@ class Walk:
     withdrawals: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
 
 
+# The latest change row per position in (after, upto]: what those epochs leave each position
+# at, sorted on the server, so a walk that skips epochs receives one row per position instead of
+# every change in between.
+_LATEST_SQL = """
+SELECT DISTINCT ON (operator_id, account) from_epoch, operator_id, account, {columns}
+FROM {table}
+WHERE from_epoch > :after AND from_epoch <= :upto
+ORDER BY operator_id, account, from_epoch DESC
+"""
+_AT_SQL = "SELECT from_epoch, operator_id, account, {columns} FROM {table} WHERE from_epoch = :x"
+_TABLES = (
+    ("nominator_positions", _POSITION_COLUMNS),
+    ("nominator_withdrawals", _WITHDRAWAL_COLUMNS),
+)
+
+
+def _apply(rows: Any, target: dict[Key, Any], touched: set[Key] | None) -> None:
+    for r in rows:
+        key = (int(r[1]), bytes(r[2]))
+        values = _ints(r[3:])
+        if all(v is None for v in values):  # a closing row: no position from here on
+            target.pop(key, None)
+        else:
+            target[key] = values
+        if touched is not None:
+            touched.add(key)
+
+
 def walk(
     conn: Connection, infos: dict[int, EpochInfo], epochs: list[int]
 ) -> Iterator[tuple[int, Walk, set[Key]]]:
     """(epoch, the states at it, keys whose rows are at it) for each of `epochs` (sorted, all
-    with positions), reading each segment's rows once from its start (sql/042's rule)."""
+    with positions), by sql/042's rule: from the epoch's segment start, each position's latest
+    row. Consecutive epochs cost their own rows only; a jump reads one row per position."""
     state = Walk()
     segment: int | None = None
-    read_to: int | None = None
+    read_to = -1
     for x in epochs:
         start = _segment_start(infos, x)
         if start is None:
             continue
         if start != segment:
             state, segment, read_to = Walk(), start, start - 1
-        assert read_to is not None
         touched: set[Key] = set()
         if x > read_to:
-            for table, columns, target in (
-                ("nominator_positions", _POSITION_COLUMNS, state.positions),
-                ("nominator_withdrawals", _WITHDRAWAL_COLUMNS, state.withdrawals),
+            for (table, columns), target in zip(
+                _TABLES, (state.positions, state.withdrawals), strict=True
             ):
-                rows = conn.execute(
-                    text(
-                        f"SELECT from_epoch, operator_id, account, {columns} FROM {table} "  # noqa: S608
-                        "WHERE from_epoch > :after AND from_epoch <= :upto "
-                        "ORDER BY from_epoch, operator_id, account"
-                    ),
-                    {"after": read_to, "upto": x},
+                if x - 1 > read_to:
+                    _apply(
+                        conn.execute(
+                            text(_LATEST_SQL.format(columns=columns, table=table)),
+                            {"after": read_to, "upto": x - 1},
+                        ),
+                        target,
+                        None,
+                    )
+                _apply(
+                    conn.execute(text(_AT_SQL.format(columns=columns, table=table)), {"x": x}),
+                    target,
+                    touched,
                 )
-                for r in rows:
-                    key = (int(r[1]), bytes(r[2]))
-                    values = _ints(r[3:])
-                    if all(v is None for v in values):
-                        target.pop(key, None)
-                    else:
-                        target[key] = values
-                    if int(r[0]) == x:
-                        touched.add(key)
             read_to = x
         yield x, state, touched
 
@@ -226,12 +250,18 @@ def _findings(conn: Connection, scope: Scope) -> Findings:
             {"s": list(SLASHED_STATUSES)},
         )
     }
-    for start in range(0, len(epochs), 100):
-        chunk = epochs[start : start + 100]
-        operators = _operator_states(conn, chunk)
-        for x, state, touched in walk(conn, infos, chunk):
-            found.judged += 1
-            _judge_epoch(conn, x, state, touched, operators.get(x, {}), chain, slashed_meta, found)
+    operators: dict[int, dict[int, Any]] = {}
+    position = {e: i for i, e in enumerate(epochs)}
+    loaded = -1
+    # One walk over every judged epoch (state carried forward); the operators' states are
+    # fetched 100 epochs at a time as the walk reaches them.
+    for x, state, touched in walk(conn, infos, epochs):
+        chunk = position[x] // 100
+        if chunk != loaded:
+            operators = _operator_states(conn, epochs[chunk * 100 : (chunk + 1) * 100])
+            loaded = chunk
+        found.judged += 1
+        _judge_epoch(conn, x, state, touched, operators.get(x, {}), chain, slashed_meta, found)
     return found
 
 
@@ -570,24 +600,32 @@ def _positions_part(
 
     infos = _epoch_infos(conn)
     epochs = [e for e in chunk if e in infos]
-    docs = {
-        int(r.epoch): orjson.loads(r.doc)
-        for r in conn.execute(
-            text(
-                """
-                SELECT epoch, jsonb_build_object(
-                    'deposits', d -> 'deposits', 'withdrawals', d -> 'withdrawals',
-                    'depositOnHold', d -> 'depositOnHold',
-                    'headDomainNumber', d -> 'headDomainNumber',
-                    'operatorEpochSharePrice', d -> 'operatorEpochSharePrice')::text AS doc
-                FROM (SELECT epoch, CASE jsonb_typeof(data) WHEN 'array' THEN data -> 0
-                             ELSE data END AS d
-                      FROM epochs WHERE epoch = ANY(CAST(:epochs AS integer[]))) s
-                """
-            ),
-            {"epochs": chunk},
-        )
-    }
+    # Only the position items (and, for epochs with positions, the chain's prices the pending
+    # deposits convert at) leave the server; for an epoch without positions, only whether its
+    # document carries any.
+    fetched = conn.execute(
+        text(
+            """
+            SELECT epoch,
+                   jsonb_path_exists(d, 'lax $.deposits.entries[0]')
+                   OR jsonb_path_exists(d, 'lax $.withdrawals.entries[0]')
+                   OR jsonb_path_exists(d, 'lax $.depositOnHold.entries[0]') AS entries,
+                   CASE WHEN epoch = ANY(CAST(:known AS integer[])) THEN jsonb_build_object(
+                       'deposits', d -> 'deposits', 'withdrawals', d -> 'withdrawals',
+                       'depositOnHold', d -> 'depositOnHold',
+                       'headDomainNumber', d -> 'headDomainNumber',
+                       'operatorEpochSharePrice', d -> 'operatorEpochSharePrice')::text
+                   END AS doc
+            FROM (SELECT epoch, CASE jsonb_typeof(data) WHEN 'array' THEN data -> 0
+                         ELSE data END AS d
+                  FROM epochs WHERE epoch = ANY(CAST(:epochs AS integer[]))
+                  OFFSET 0) s
+            """
+        ),
+        {"epochs": chunk, "known": epochs},
+    ).all()
+    docs = {int(r.epoch): orjson.loads(r.doc) for r in fetched if r.doc is not None}
+    carries = {int(r.epoch) for r in fetched if r.entries}
     count = 0
     examples: list[dict[str, Any]] = []
     bad: list[int] = []
@@ -603,12 +641,7 @@ def _positions_part(
     # A normalized epoch whose document carries position items must have its positions too
     # (sql/042: an epoch without an epoch_positions row is a hole, never "no positions").
     for x in chunk:
-        doc = docs.get(x)
-        if (
-            x not in infos
-            and doc is not None
-            and any(doc.get(k) for k in ("deposits", "withdrawals", "depositOnHold"))
-        ):
+        if x not in infos and x in carries:
             differ(x, {"problem": "document carries positions, epoch_positions has no row"})
     for x, state, _ in walk(conn, infos, epochs):
         doc = docs.get(x)
