@@ -2,7 +2,7 @@
 
 A registry of named checks (each says what it proves: `registry`), the checks themselves as SQL
 over the tables and, for those that need it, the raw JSON through the chain parser
-(`definitions`); runs on one snapshot, stored with their results in `integrity_runs` for the
+(`definitions`; the nominator positions' checks in `nominator_checks`); runs on one snapshot, stored with their results in `integrity_runs` for the
 integrity page's history (`runs`); their rendering as tables and text (`report`). Callers use
 only the names re-exported here.
 

@@ -21,8 +21,11 @@ Design choices:
   changed since last verified, or a seeded sample; their note says which) in chunks of
   `Scope.map`, each chunk a module-level `*_part` function returning plain data, so the runner
   can hand chunks to worker processes; they report the epochs at fault (`bad_epochs`) so only
-  the others count as verified. The other checks are SQL over whole tables and always cover
-  everything.
+  the others count as verified. The per-epoch SQL checks (`per_epoch`) judge, in an
+  incremental run, only the rows of the changed epochs and their neighbours (index probes,
+  `changed_epochs`), and also say which epochs are at fault, so an epoch is verified only when
+  every such check passed it too; full and sample runs judge every row. The rest are SQL over
+  whole tables (or their keys) and always cover everything.
 """
 
 from __future__ import annotations
