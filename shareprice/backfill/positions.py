@@ -58,16 +58,16 @@ _EFFECTIVE: Final = 8
 
 @dataclass(slots=True)
 class EpochItems:
-    """One epoch's position items, checked: entry texts by canonical key and decoded states."""
+    """One epoch's position items, checked: by key (operator and account), the entry texts
+    and the decoded state (what the next epoch is compared with)."""
 
     epoch: int
     revision: int
     head_domain_number: int | None
-    deposits: dict[str, str]
-    holds: dict[str, str]
-    withdrawals: dict[str, str]
-    states: dict[str, PositionState]
-    withdrawal_states: dict[str, WithdrawalState]
+    #: key -> (Deposits entry value, DepositOnHold entry value, state); a text None: no entry.
+    entries: dict[str, tuple[str | None, str | None, PositionState]]
+    #: key -> (Withdrawals entry value, state).
+    withdrawal_entries: dict[str, tuple[str, WithdrawalState]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,67 +118,75 @@ def build(
     withdrawals = _by_key(withdrawal_values, "withdrawals", epoch, lower)
     if base is not None and base.epoch != epoch - 1:
         raise ValueError(f"base epoch {base.epoch} is not epoch {epoch} - 1")
-    b_states = base.states if base is not None else {}
-    b_deposits = base.deposits if base is not None else {}
-    b_holds = base.holds if base is not None else {}
+    b_entries: dict[str, tuple[str | None, str | None, PositionState]] = (
+        base.entries if base is not None else {}
+    )
+    b_get = b_entries.get
     prices_get = prices.get
-    states: dict[str, PositionState] = {}
+    # key -> (deposit text, hold text, state): one lookup finds E-1's texts and state.
+    entries: dict[str, tuple[str | None, str | None, PositionState]] = {}
     rows: list[tuple[int, str, PositionState | None]] = []
-    keys = list(deposits)
-    keys.extend(k for k in holds if k not in deposits)
-    for key in keys:
-        d = deposits.get(key)
-        h = holds.get(key)
-        before = b_states.get(key)
+    holds_pop = holds.pop
+    # Deposits (with their holds), then the holds left without a deposit.
+    for key, d, h in [
+        *((k, v, holds_pop(k, None)) for k, v in deposits.items()),
+        *((k, None, v) for k, v in holds.items()),
+    ]:
+        b = b_get(key)
         state: PositionState
-        if before is not None and d == b_deposits.get(key) and h == b_holds.get(key):
+        if b is not None and d == b[0] and h == b[1]:
             # The same text as at E-1: the same fields; only the effective shares can move.
+            before = b[2]
             pending_epoch = before[_PENDING_EPOCH]
             if d is None or pending_epoch is None or pending_epoch >= epoch:
-                state = before
-            else:  # known + floor(P * pending amount / 10^18); None without P (inlined: hot)
-                price = prices_get((before[0], before[4], pending_epoch))  # type: ignore[arg-type]
-                effective = None if price is None else before[2] + price * before[6] // PERQ  # type: ignore[operator]
-                state = (
-                    before
-                    if effective == before[_EFFECTIVE]
-                    else (*before[:_EFFECTIVE], effective, before[9])
-                )
+                entries[key] = b
+                continue
+            # known + floor(P * pending amount / 10^18); None without P (inlined: hot).
+            price = prices_get((before[0], before[4], pending_epoch))  # type: ignore[arg-type]
+            effective = None if price is None else before[2] + price * before[6] // PERQ  # type: ignore[operator]
+            if effective == before[_EFFECTIVE]:
+                entries[key] = b
+                continue
+            state = (*before[:_EFFECTIVE], effective, before[9])
         else:
             state = _decode_position(key, d, h, epoch, prices_get)
-        states[key] = state
-        if state is not before and state != before:
-            rows.append((state[0], state[1], state))
-    for key, before in b_states.items():
-        if key not in states:
+            if b is not None and state == b[2]:  # another spelling of the same state
+                entries[key] = (d, h, b[2])
+                continue
+        entries[key] = (d, h, state)
+        rows.append((state[0], state[1], state))
+    if base is not None:
+        for key in base.entries.keys() - entries.keys():
+            before = base.entries[key][2]
             rows.append((before[0], before[1], None))
-    w_states: dict[str, WithdrawalState] = {}
+    w_entries: dict[str, tuple[str, WithdrawalState]] = {}
     w_rows: list[tuple[int, str, WithdrawalState | None]] = []
-    b_w_states = base.withdrawal_states if base is not None else {}
-    b_withdrawals = base.withdrawals if base is not None else {}
+    b_w_entries: dict[str, tuple[str, WithdrawalState]] = (
+        base.withdrawal_entries if base is not None else {}
+    )
+    bw_get = b_w_entries.get
     for key, value in withdrawals.items():
-        w_before = b_w_states.get(key)
-        if w_before is not None and value == b_withdrawals.get(key):
-            w_states[key] = w_before
+        bw = bw_get(key)
+        if bw is not None and value == bw[0]:
+            w_entries[key] = bw
             continue
         operator_id, account, payload = position_key(value, WITHDRAWALS_ITEM)
         _check_case(key, operator_id, account)
         w_state: WithdrawalState = (operator_id, account, *withdrawal_fields(payload))
-        w_states[key] = w_state
-        if w_state != w_before:
+        w_entries[key] = (value, w_state)
+        if bw is None or w_state != bw[1]:
             w_rows.append((operator_id, account, w_state))
-    for key, w_before in b_w_states.items():
-        if key not in w_states:
+    if base is not None:
+        for key in base.withdrawal_entries.keys() - w_entries.keys():
+            w_before = base.withdrawal_entries[key][1]
             w_rows.append((w_before[0], w_before[1], None))
-    items = EpochItems(
-        epoch, revision, head_domain_number, deposits, holds, withdrawals, states, w_states
-    )
+    items = EpochItems(epoch, revision, head_domain_number, entries, w_entries)
     changes = PositionChanges(
         epoch,
         None if base is None else base.revision,
         head_domain_number,
-        len(states),
-        len(w_states),
+        len(entries),
+        len(w_entries),
         rows,
         w_rows,
     )
