@@ -245,3 +245,48 @@ def test_integrity_page_offers_incremental_and_full(small):
     assert any("Covered (full)" in i.value and "read 80 epoch" in i.value for i in at.info)
     history = at.dataframe[-1].value
     assert list(history["scope"]) == ["all", "incremental (0 re-read)", "incremental (80 re-read)"]
+
+
+def test_a_fall_into_an_unchanged_neighbour_keeps_the_changed_epoch_unverified(small):
+    """A price lifted (with its stake, so the formula holds) in epoch N falls into N+1: the
+    per-epoch check judging only N finds the step N -> N+1 and names N at fault too, so N is
+    not verified while N+1 (unchanged, verified) alone would never be judged again."""
+    from shareprice.checks.definitions import _prices_never_decrease
+    from shareprice.checks.registry import Scope
+
+    with small.begin() as conn:
+        row = conn.execute(
+            text(
+                "SELECT p.operator_id, p.epoch FROM operator_share_prices p "
+                "JOIN operator_shares s USING (operator_id, epoch) "
+                "JOIN operator_share_prices q ON q.operator_id = p.operator_id "
+                "AND q.epoch = p.epoch + 1 "
+                "WHERE p.epoch BETWEEN 40 AND 60 AND s.status = 'registered' "
+                "ORDER BY p.epoch, p.operator_id LIMIT 1"
+            )
+        ).one()
+        conn.execute(
+            text(
+                "UPDATE operator_shares SET stake_raw = stake_raw * 2 "
+                "WHERE operator_id = :o AND epoch = :e"
+            ),
+            {"o": row.operator_id, "e": row.epoch},
+        )
+        conn.execute(
+            text(
+                "UPDATE operator_share_prices p SET share_price_perq = "
+                "div(s.stake_raw * 1000000000000000000, s.shares_raw) FROM operator_shares s "
+                "WHERE s.operator_id = p.operator_id AND s.epoch = p.epoch "
+                "AND p.operator_id = :o AND p.epoch = :e"
+            ),
+            {"o": row.operator_id, "e": row.epoch},
+        )
+    scope = Scope(80, 80, None, None, 0, mode="incremental", epochs=[row.epoch])
+    with small.connect() as conn:
+        outcome = _prices_never_decrease(conn, scope)
+    assert outcome.status == "fail"
+    # The slashed operator's fall is listed too, as always (a warning).
+    assert [(e["previous_epoch"], e["epoch"]) for e in outcome.examples if not e["slashed"]] == [
+        (row.epoch, row.epoch + 1)
+    ]
+    assert outcome.bad_epochs == {row.epoch, row.epoch + 1}

@@ -623,7 +623,9 @@ def _prices_never_decrease(conn: Connection, scope: Scope) -> Outcome:
         len(rows),
         [_row_dict(r) for r in rows[:MAX_EXAMPLES]],
         note,
-        bad_epochs=frozenset(int(r.epoch) for r in unexplained),
+        # Both ends of a fall: the changed end stays unverified, so the next incremental run
+        # judges this step again (the other end may be an unchanged, verified neighbour).
+        bad_epochs=frozenset(int(e) for r in unexplained for e in (r.epoch, r.previous_epoch)),
     )
 
 
@@ -857,7 +859,7 @@ def _operator_continuity_changed(conn: Connection, scope: Scope, changed: list[i
         }
         for r in rows[:MAX_EXAMPLES]
     ]
-    bad = {int(e) for r in rows for e in (*r.missing, r.epoch)}
+    bad = {int(e) for r in rows for e in (*r.missing, r.epoch, r.previous_epoch)}
     return Outcome(
         _status(count),
         count,

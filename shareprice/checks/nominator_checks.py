@@ -193,6 +193,8 @@ class Findings:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     bad: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     holes: int = 0
+    #: Judged neighbour epoch -> the changed epoch it was judged for (incremental runs).
+    before: dict[int, int] = field(default_factory=dict)
 
     def add(self, name: str, epoch: int, example: dict[str, Any]) -> None:
         self.counts[name] += 1
@@ -242,6 +244,10 @@ def _findings(conn: Connection, scope: Scope) -> Findings:
     infos = _epoch_infos(conn)
     epochs = judged_epochs(conn, scope, infos)
     found = Findings()
+    changed = changed_epochs(scope)
+    if changed is not None:
+        ordered, wanted = sorted(infos), set(changed)
+        found.before = {ordered[i + 1]: e for i, e in enumerate(ordered[:-1]) if e in wanted}
     chain: dict[tuple[int, int, int], int | None] = {}
     slashed_meta = {
         int(r[0])
@@ -434,6 +440,11 @@ def gain_tolerance(hold: int) -> int:
 
 def _shared_outcome(conn: Connection, scope: Scope, name: str, what: str) -> Outcome:
     found: Findings = scope.shared("nominator_findings", lambda: _findings(conn, scope))
+    bad = set(found.bad.get(name, set()))
+    # A fault first seen in the neighbour after a changed epoch (e.g. a conversion judged
+    # there) also keeps that changed epoch unverified: the neighbour may be verified and
+    # unchanged, and only the changed epoch brings the next incremental run back here.
+    bad |= {found.before[e] for e in bad if e in found.before}
     count = found.counts.get(name, 0)
     note = f"{found.judged:,} epoch(s) with positions judged; {what}"
     if found.holes and name in ("nominator_shares_sum", "nominator_value_bound"):
@@ -445,7 +456,7 @@ def _shared_outcome(conn: Connection, scope: Scope, name: str, what: str) -> Out
         count,
         found.items.get(name, [])[:MAX_EXAMPLES],
         note,
-        bad_epochs=frozenset(found.bad.get(name, set())),
+        bad_epochs=frozenset(bad),
     )
 
 
