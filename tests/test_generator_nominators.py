@@ -340,20 +340,21 @@ def test_counts_per_operator_stay_in_the_profiles_range(small_run):
     assert profile.nominators_low <= statistics.median(last.values()) <= profile.nominators_high
 
 
-def test_demo_profile_prefix_obeys_the_rules_with_20_to_150_nominators():
+def test_demo_profile_prefix_obeys_the_rules_with_a_few_large_pools():
     profile = generator.PROFILES["demo"]
-    assert (profile.nominators_low, profile.nominators_high) == (20, 150)
-    docs, seen, _owners = run("demo", 360, seed=2)
+    assert (profile.nominators_low, profile.nominators_high) == (2, 120)
+    docs, seen, _owners = run("demo", 360, seed=0)  # seed 0: what `make run` loads
     print(dict(seen))
-    assert seen["lazy conversion"] >= 20 and seen["withdrawal claimed"] >= 20
-    assert seen["dust"] > 0  # rounding dust does occur (and stays within its bounds)
+    assert seen["lazy conversion"] >= 20 and seen["withdrawal claimed"] >= 5
     last = docs[-1]
     counts = Counter(o for o, _a in last.deposits)
-    # Operators registered early (ids 0.. are in registration order) have filled their pools.
-    early = [counts[o] for o in sorted(last.operators)[:20] if o in counts]
-    assert all(c <= 150 for c in counts.values())
-    assert statistics.median(early) >= 20
-    assert max(counts.values()) >= 40  # a few large pools
+    assert all(2 <= c <= 120 for c in counts.values() if c > 1) and min(counts.values()) >= 1
+    # Heavy tailed: most pools small, a few large ones (the real chain's hold 105 and 72).
+    assert statistics.median(counts.values()) <= 10
+    assert max(counts.values()) >= 40
+    # What `make run` loads stays a demo: ~0.5 GB over 3,734 epochs, not gigabytes.
+    sizes = [len(g.data) for g in generator.iter_documents("demo", seed=0, epochs=360)][-50:]
+    assert statistics.mean(sizes) < 200_000
 
 
 def test_chain_prices_needed_by_pending_deposits_outlive_the_window():
@@ -404,6 +405,7 @@ def test_seed_scale_prefix_is_heavy_tailed_and_consistent():
         seen += check_document(doc)
         previous = doc
     assert previous is not None and len(previous.deposits) > 900
+    assert seen["dust"] > 0  # rounding dust does occur (and stays within its bounds)
 
 
 def test_parse_positions_accepts_every_generated_document(small_run):
