@@ -214,7 +214,7 @@ with ui.page_guard():
             help=f"Check for new data every {explorer_state.LIVE_POLL_SECONDS} s and redraw "
             "when there is some.",
         )
-        ui.connection_notice()
+        # (the connection notice is in the sidebar already: dashboard.py shows it on every page)
 
     presets, slider = controls.columns([3, 5], vertical_alignment="bottom")
     presets.segmented_control(
@@ -234,7 +234,9 @@ with ui.page_guard():
     selected = operators.filter(operators["operator_id"].is_in(list(state.operators)))
     if selected.height:
         st.html(explorer_state.operator_cards_html(selected, state.unit))
-        with st.expander("As a table"):
+        # The same cards as a table, built and sent only when asked for: a table hidden in an
+        # expander is still sent and drawn with every first view (and loads the table code).
+        if st.toggle("As a table", key="ex_cards_table"):
             st.table(
                 explorer_state.operator_cards(selected, state.unit),
                 border="horizontal",

@@ -1,6 +1,6 @@
 """The explorer's analyst features on a history with a hole: gaps stay gaps (full and downsampled),
 yields show their real span or n/a, the summary row and the wide CSV equal the tables, the band
-needs 10 operators, bars / totals / unified hover / per-row axes are in the figure.
+needs 10 operators, rewards drawn as bars (filled steps) / totals / unified hover / per-row axes are in the figure.
 
 Expected values come from SQL over the tables or from the rows the test wrote, never from the
 functions under test.
@@ -103,7 +103,7 @@ def test_page_draws_no_line_across_a_hole(db_url, holed):
     spec = spec_of(run(at))
     drawn = 0
     for trace in spec["data"]:
-        if trace.get("type") == "bar" or trace.get("legendgroup") not in ("3", "11", "totals"):
+        if trace.get("legendgroup") not in ("3", "11", "totals"):
             continue
         if trace.get("mode") != "lines":
             continue
@@ -112,7 +112,8 @@ def test_page_draws_no_line_across_a_hole(db_url, holed):
         drawn += 1
         if trace.get("legendgroup") == "11":
             assert_no_line_across(x, y, 158, 161)  # the operator's own hole
-    assert drawn == 2 * 2 + 2  # price and stake of two operators, two totals lines
+    # price, stake and rewards (filled steps) of two operators, two totals lines
+    assert drawn == 2 * 3 + 2
     band = [t for t in spec["data"] if t.get("name") == "All operators median"]
     assert band, "12 operators: the band is drawn"
     assert_no_line_across(values(band[0]["x"]), values(band[0]["y"]), 99, 150)
@@ -152,6 +153,8 @@ def test_downloads_invent_no_rows_in_the_hole(holed):
 def test_yields_show_their_real_span_or_na(db_url, holed):
     at = AppTest.from_file(PAGE, default_timeout=60)
     at.query_params.update({"ops": "10,11,3"})
+    run(at)
+    at.toggle(key="ex_cards_table").set_value(True)
     run(at)
     table = at.table[0].value
     by_operator = {
@@ -216,8 +219,17 @@ def test_bars_totals_hover_and_axes(db_url, holed):
     layout = spec["layout"]
     assert layout["hovermode"] == "x unified" and layout["hoversubplots"] == "axis"
     assert layout["xaxis"]["showspikes"] and layout["xaxis"]["spikemode"] == "across"
-    bars = [t for t in spec["data"] if t.get("type") == "bar"]
+    # rewards per operator, drawn like bars: centred steps filled down to the axis
+    bars = [t for t in spec["data"] if t.get("fill") == "tozeroy"]
     assert {t["legendgroup"] for t in bars} == {"3", "4"} and {t["yaxis"] for t in bars} == {"y3"}
+    assert all(t["line"]["shape"] == "hvh" for t in bars)
+    for trace in bars:  # one step per epoch with the rewards in AI3, a gap over the hole
+        o = int(trace["legendgroup"])
+        x, y = values(trace["x"]), values(trace["y"])
+        drawn = ~np.isnan(y)
+        assert list(x[drawn]) == EPOCHS
+        assert y[drawn] == pytest.approx([((o + 1) * 10**16 + e * 10**14) / PERQ for e in EPOCHS])
+        assert_no_line_across(x, y, 99, 150)
     assert not any(t.get("name", "").startswith("Total") for t in spec["data"])
     # defaults: price Fit (min to max + 5 %), stake Auto, rewards Log
     prices = [price(o, e) / PERQ for o in (3, 4) for e in EPOCHS]

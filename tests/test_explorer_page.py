@@ -234,6 +234,9 @@ def test_page_on_generated_demo_data(normalized_small_url, raw_small_summary, mo
     marks = [t["text"][0] for t in spec["data"] if t.get("mode") == "markers+text"]
     assert "slashed" in marks
     assert any("UTC" in str(t.get("customdata")) for t in spec["data"] if t.get("customdata"))
+    assert not at.table  # the cards' table is built only when asked for
+    at.toggle(key="ex_cards_table").set_value(True)
+    run(at)
     table = at.table[0].value
     assert len(table) == len(ended)
     assert all(len(p.split(".")[1]) == 18 for p in table["Share price (exact)"])

@@ -59,6 +59,9 @@ ENDED_STATUSES = {
     "invalidBundle": ("diamond-open", "#dc2626"),
 }
 BAND_COLOR = "rgba(100, 116, 139, {alpha})"
+#: Rewards are drawn as filled steps (bars without the rectangles): this alpha lets every
+#: operator's outline show through the others' fills.
+REWARDS_FILL_ALPHA = 0.3
 FALLBACK_COLOR = "#64748b"
 TOTAL_COLOR = "#111827"
 #: y-axis domains of the three rows (bottom to top: rewards, stake, price).
@@ -68,6 +71,8 @@ ROW_DOMAINS: dict[Row, tuple[float, float]] = {
     "rewards": (0.0, 0.195),
 }
 ROW_AXES: dict[Row, str] = {"price": "y", "stake": "y2", "rewards": "y3"}
+#: The explorer figure's margins (px), wide enough for what the default view pushes.
+FIGURE_MARGIN = {"l": 80, "r": 10, "t": 80, "b": 66}
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +158,37 @@ def with_gaps(
     return np.insert(x, at, gap_x), [np.insert(y, at, np.nan) for y in ys]
 
 
+def reward_steps(x: np.ndarray, ys: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Rewards as centred steps ("hvh": each value spans halfway to its neighbours, as a bar
+    would), one filled path per operator instead of one SVG rectangle per epoch: thousands of
+    bars took most of the figure's drawing time. An epoch alone between two holes (or NaN gap
+    points) would be a step of no width: it gets two more points half an epoch either side, so
+    it shows as a bar of one epoch's width; gaps stay gaps."""
+    y = ys[0]
+    alone = np.flatnonzero(
+        np.isfinite(y) & ~np.isfinite(np.r_[np.nan, y[:-1]]) & ~np.isfinite(np.r_[y[1:], np.nan])
+    )
+    if len(alone) == 0:
+        return x, ys
+    at = np.r_[alone, alone + 1]
+    return (
+        np.insert(x, at, np.r_[x[alone] - 0.5, x[alone] + 0.5]),
+        [np.insert(y, at, np.r_[y[alone], y[alone]])],
+    )
+
+
+def _translucent(color: str, alpha: float) -> str:
+    """A #rrggbb colour as rgba with `alpha` (other colour texts as they are)."""
+    text = color.strip()
+    if len(text) == 7 and text.startswith("#"):
+        try:
+            r, g, b = (int(text[i : i + 2], 16) for i in (1, 3, 5))
+        except ValueError:
+            return color
+        return f"rgba({r}, {g}, {b}, {alpha})"
+    return color
+
+
 def fit_range(values: np.ndarray) -> list[float] | None:
     """The data's min to max plus FIT_PAD of the span (FLAT_PAD of the value when flat)."""
     finite = values[np.isfinite(values)]
@@ -199,7 +235,8 @@ def explorer_figure(
     x_range: tuple[int, int] | None = None,
     height: int = 820,
 ) -> go.Figure:
-    """Price (in the chosen mode), stake and rewards (bars) of the selected operators.
+    """Price (in the chosen mode), stake and rewards (filled steps, like bars) of the selected
+    operators.
 
     `totals` (epoch, total_stake, total_rewards as exact ints) adds a total line to the stake and
     the rewards rows. `scales` maps a row to Auto / Fit / Log (DEFAULT_SCALES when absent).
@@ -261,17 +298,21 @@ def explorer_figure(
         )
         rewards = part["rewards_y"].to_numpy().astype(np.float64)
         row_values["rewards"].append(rewards)
+        reward_x, (reward_y,) = reward_steps(
+            *with_gaps(part["epoch"].to_numpy(), [rewards], breaks)
+        )
         fig.add_trace(
-            go.Bar(
-                x=part["epoch"].to_numpy(),
-                y=rewards,
-                marker={"color": style.color, "line": {"width": 0}},
-                opacity=0.7,
+            go.Scatter(
+                x=reward_x,
+                y=reward_y,
+                mode="lines",
+                line={"color": style.color, "width": 1, "shape": "hvh"},
+                fill="tozeroy",
+                fillcolor=_translucent(style.color, REWARDS_FILL_ALPHA),
                 showlegend=False,
                 hovertemplate=f"rewards %{{y{amount_format}}} {unit}",
                 yaxis="y3",
-                legendgroup=str(operator_id),
-                name=label,
+                **common,
             )
         )
         _mark_end(fig, part, style, label)
@@ -320,11 +361,12 @@ def explorer_figure(
         xaxis["range"] = [x_range[0] - 0.5, x_range[1] + 0.5]
     fig.update_layout(
         height=height,
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        # Room for the usual tick labels, axis titles and a two-line legend from the start:
+        # plotly grows margins to fit what they push (automargin), but every growth redraws
+        # the whole figure once more, which doubled its drawing time in headless Chromium.
+        margin=dict(FIGURE_MARGIN),
         hovermode="x unified",
         hoversubplots="axis",
-        barmode="overlay",
-        bargap=0,
         xaxis=xaxis,
         **layout_axes,
         legend={
