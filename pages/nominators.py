@@ -69,8 +69,15 @@ with ui.page_guard():
                 history = ui.cached(queries.nominator_history, version, account.account)
                 events = ui.cached(queries.nominator_events, version, account.account)
                 if history.height:
+                    # one figure per nominator, unit and data version for every session
                     st.plotly_chart(
-                        nominator_view.value_figure(history, events, unit, names, colors),
+                        ui.shared_figure(
+                            ("nominator_value", account.account, unit),
+                            version,
+                            lambda: nominator_view.value_figure(
+                                history, events, unit, names, colors
+                            ),
+                        ),
                         key="nom_value_chart",
                     )
                     st.caption(
@@ -100,16 +107,15 @@ with ui.page_guard():
         else:
             st.markdown(nominator_view.concentration_text(holders))
             if counts.height:
-                st.plotly_chart(nominator_view.counts_figure(counts), key="nom_counts_chart")
-            st.dataframe(
-                nominator_view.holders_table(holders, unit),
-                hide_index=True,
-                column_config={
-                    "Nominator": st.column_config.LinkColumn(
-                        display_text=r"address=(.*)$", help="Open this nominator's positions"
-                    )
-                },
-            )
+                st.plotly_chart(
+                    ui.shared_figure(
+                        ("nominator_counts", operator_id),
+                        version,
+                        lambda: nominator_view.counts_figure(counts),
+                    ),
+                    key="nom_counts_chart",
+                )
+            st.html(nominator_view.holders_table_html(nominator_view.holders_table(holders, unit)))
     st.caption(
         f"Server time {1000 * (time.perf_counter() - started):.0f} ms · data version {version}"
     )

@@ -61,6 +61,9 @@ def test_nominator_view_draws_in_chromium(dashboard, tmp_path):
             card.wait_for(timeout=30_000)
             assert "160,000.0067 AI3" in card.inner_text()
             page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+            holder = page.locator("table.sp-holders a").first  # the largest holder's link
+            holder.wait_for(timeout=30_000)
+            assert "nominators?address=" in (holder.get_attribute("href") or "")
             page.screenshot(path=str(tmp_path / "nominators.png"), full_page=True)
         finally:
             browser.close()
