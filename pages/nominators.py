@@ -49,11 +49,11 @@ with ui.page_guard():
 
     # --- one nominator -----------------------------------------------------------------------
     if address:
+        account: queries.Account | None = None
         try:
             account = queries.resolve_address(address)
         except queries.AddressError as exc:
             st.error(str(exc), icon="🔎")
-            account = None
         if account is not None:
             st.query_params["address"] = account.ss58
             view = ui.cached(queries.nominator_positions, version, account.account)
