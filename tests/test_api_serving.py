@@ -66,3 +66,31 @@ def test_kept_alive_requests_do_not_wait_for_a_delayed_ack(server, path):
             times.append((time.perf_counter() - started) * 1000)
     # With the stall every request takes >= 40 ms; without it a few ms (busy machine: margin).
     assert statistics.median(times) < DELAYED_ACK_MS * 0.6, times
+
+
+def test_bench_load_client_reads_whole_bodies_like_httpx(server):
+    """`shareprice bench api`'s lean concurrent client: same status and body bytes as httpx
+    (raw, undecoded), on one kept-alive connection, and no errors under concurrency."""
+    import asyncio
+
+    from shareprice.bench import api as bench_api
+
+    paths = ["/api/v1/health", "/api/epochs-v2?limit=all", "/api/v1/nope", "/_stcore/health"]
+    url = httpx.URL(server.url)
+
+    async def fetch_all() -> list[tuple[int, int]]:
+        connection = bench_api.KeptAliveConnection(url.host, url.port)
+        try:
+            return [await connection.get(p) for p in paths]
+        finally:
+            await connection.close()
+
+    got = asyncio.run(fetch_all())
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        expected = []
+        for path in paths:
+            with client.stream("GET", path, headers={"accept-encoding": "gzip"}) as response:
+                expected.append((response.status_code, len(b"".join(response.iter_raw()))))
+    assert got == expected and got[2][0] == 404
+    result = asyncio.run(bench_api.concurrent_load(server.url, paths[:2], 8, 3, 30.0))
+    assert result["requests"] == 24 and result["errors"] == 0
