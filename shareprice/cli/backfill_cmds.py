@@ -55,7 +55,9 @@ def _summary_lines(summary) -> list[str]:
             f"rows written: {rows.get('operator_share_prices', 0):,} prices, "
             f"{rows.get('operator_shares', 0):,} operator states, "
             f"{rows.get('operator_chain_share_prices', 0):,} chain prices, "
-            f"{rows.get('operators_metadata', 0):,} metadata upserts"
+            f"{rows.get('operators_metadata', 0):,} metadata upserts, "
+            f"{rows.get('nominator_positions', 0):,} position and "
+            f"{rows.get('nominator_withdrawals', 0):,} withdrawal change rows"
         )
     for epoch, reason in summary.failures[:10]:
         lines.append(f"  failed epoch {epoch}: {reason}")
