@@ -149,6 +149,32 @@ def _with_gaps(epochs: Sequence[int], values: Sequence[float | None]) -> tuple[l
     return xs, ys
 
 
+def _isolated_points(xs: list, ys: list) -> tuple[list, list]:
+    """Points with no drawn neighbour (a hole, or the data's edge, on both sides): a line
+    trace draws nothing for them, so they get a marker (the real sample has one epoch of
+    positions, which otherwise showed as an empty chart)."""
+    keep = [
+        i
+        for i, y in enumerate(ys)
+        if y is not None
+        and (i == 0 or ys[i - 1] is None)
+        and (i == len(ys) - 1 or ys[i + 1] is None)
+    ]
+    return [xs[i] for i in keep], [ys[i] for i in keep]
+
+
+def _lone_marker_trace(xs: list, ys: list, color: str, name: str) -> go.Scatter:
+    lone_x, lone_y = _isolated_points(xs, ys)
+    return go.Scatter(
+        x=lone_x,
+        y=lone_y,
+        mode="markers",
+        marker={"color": color, "size": 7},
+        name=name,
+        showlegend=False,
+    )
+
+
 def value_figure(
     history: pl.DataFrame,
     events: pl.DataFrame,
@@ -166,6 +192,7 @@ def value_figure(
         color = colors.get(op, FALLBACK_COLOR)
         label = f"#{op} {names.get(op, '')}".strip()
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=label, line={"color": color}))
+        fig.add_trace(_lone_marker_trace(xs, ys, color, label))
         at = dict(zip(epochs, values, strict=True))
         mine = events.filter(pl.col("operator_id") == op)
         for kind, (symbol, marker_color) in EVENT_MARKERS.items():
@@ -198,6 +225,7 @@ def value_figure(
 def counts_figure(counts: pl.DataFrame) -> go.Figure:
     xs, ys = _with_gaps(counts["epoch"].to_list(), counts["nominators"].to_list())
     fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines", line={"shape": "hv"}, name="nominators"))
+    fig.add_trace(_lone_marker_trace(xs, ys, FALLBACK_COLOR, "nominators"))
     fig.update_layout(
         height=260,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},

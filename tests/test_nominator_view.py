@@ -1,0 +1,29 @@
+"""Nominator figures: an epoch with no drawn neighbour still shows (a marker), holes stay gaps."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from shareprice.display import nominator_view
+
+
+def test_a_lone_epoch_gets_a_marker_and_a_hole_stays_a_gap():
+    history = pl.DataFrame(
+        {
+            "operator_id": [0, 0, 0, 0],
+            "epoch": [10, 11, 20, 30],
+            "value": [5 * 10**18, 6 * 10**18, 7 * 10**18, 9 * 10**18],
+        }
+    )
+    events = pl.DataFrame(
+        {"operator_id": [], "epoch": [], "kind": [], "detail": []},
+        schema={"operator_id": pl.Int64, "epoch": pl.Int64, "kind": pl.Utf8, "detail": pl.Utf8},
+    )
+    fig = nominator_view.value_figure(history, events, "AI3", {0: "Operator 0"}, {0: "#123456"})
+    line, lone = fig.data[0], fig.data[1]
+    assert None in list(line.y)  # 11 -> 20 and 20 -> 30 are not bridged
+    # 10-11 are drawn as a line; 20 and 30 have a hole on each side (or the edge): markers.
+    assert list(lone.x) == [20, 30] and list(lone.y) == [7.0, 9.0]
+    counts = pl.DataFrame({"epoch": [2647], "nominators": [105]})
+    lone_count = nominator_view.counts_figure(counts).data[1]
+    assert list(lone_count.x) == [2647] and list(lone_count.y) == [105]
