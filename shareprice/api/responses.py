@@ -141,48 +141,10 @@ def etag_for(version: int) -> str:
     return f'"sp{API_REVISION}-{version}"'
 
 
-class _SharedRead:
-    """Concurrent callers share one in-flight call of `read` instead of each making its own.
-
-    Every data request asks the database for the data version (its ETag and cache key). Under
-    50 concurrent clients that was 50 round trips queueing for 15 pooled connections in front
-    of answers already in memory. A caller that arrives while a read is in flight takes that
-    read's result: it is at most one round trip old (a write committing during those
-    milliseconds shows on the next request), never a stale value kept for a time. Errors are
-    not shared: each waiting caller then reads for itself and gets its own 503.
-    """
-
-    def __init__(self, read: Callable[[], int]) -> None:
-        self._read = read
-        self._lock = threading.Lock()
-        self._flight: tuple[threading.Event, list[int]] | None = None
-
-    def __call__(self) -> int:
-        with self._lock:
-            flight = self._flight
-            leader = flight is None
-            if flight is None:
-                flight = self._flight = (threading.Event(), [])
-        done, result = flight
-        if not leader:
-            done.wait()
-            return result[0] if result else self._read()
-        try:
-            result.append(self._read())
-            return result[0]
-        finally:
-            with self._lock:
-                self._flight = None
-            done.set()
-
-
-_data_version = _SharedRead(lambda: queries.data_version(engine()))
-
-
 def not_modified(request: Request) -> tuple[Response | None, dict[str, str]]:
     """(304 response or None, headers to send): the ETag is the data version, which moves on
     every backfill write, so a matching If-None-Match means the client's copy is current."""
-    tag = etag_for(_data_version())
+    tag = etag_for(queries.data_version(engine()))
     headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
     wanted = request.headers.get("if-none-match", "")
     if wanted.strip() == "*" or tag in {t.strip().removeprefix("W/") for t in wanted.split(",")}:
