@@ -30,5 +30,6 @@ if __name__ == "__main__":
 else:
     from shareprice import api, ui
 
+    ui.navigation_is_the_only_router()  # a first visit to /progress must not run pages/ alone
     ui.secrets_to_env()  # the API reads the URLs from the environment, like the CLI
     app = st.App(Path(__file__).resolve(), routes=api.routes(), lifespan=api.lifespan)

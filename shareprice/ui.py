@@ -56,6 +56,20 @@ def secrets_to_env() -> None:
             os.environ[key] = str(value)
 
 
+def navigation_is_the_only_router() -> None:
+    """Tell Streamlit to route every URL through dashboard.py's `st.navigation`, never `pages/`.
+
+    Streamlit decides once per process whether the app is a "pages directory" app: `pages/`
+    exists beside dashboard.py, so it starts out as one, and it changes its mind only when
+    `st.navigation` first runs. A fresh server whose first visitor opens `/nominators` (a link
+    someone shared) ran pages/nominators.py directly: no connection notice, a sidebar of file
+    names, and every later session in that process too. dashboard.py calls this while the server
+    imports it, before the first session exists. The flag is a public class attribute."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    PagesManager.uses_pages_directory = False
+
+
 @st.cache_resource(show_spinner=False)
 def _engine_for(url_key: str | None) -> Engine:
     return db.get_engine(url_key)

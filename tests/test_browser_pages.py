@@ -13,9 +13,11 @@ from shareprice.bench.streamlit_server import CHROMIUM, CHROMIUM_ARGS, streamlit
 
 ROOT = Path(__file__).resolve().parent.parent
 #: (url path, title the page shows)
+#: The first is not the default page: a fresh server's first visitor following a shared link.
 PAGES = [
-    ("/", "Share price explorer"),
     ("/progress", "Migration progress"),
+    ("/", "Share price explorer"),
+    ("/nominators", "Nominators"),
     ("/integrity", "Integrity checks"),
     ("/timings", "v1 (JSON) vs v2 (normalized) timings"),
 ]
@@ -66,5 +68,12 @@ def test_every_page_opens_without_exception(dashboard):
                     timeout=60_000,
                 )
                 assert page.locator('[data-testid="stException"]').count() == 0, path
+                # Routed by dashboard.py's st.navigation (its titles), never by pages/ file names.
+                sidebar = page.locator('[data-testid="stSidebarNav"]').inner_text()
+                assert "Share price explorer" in sidebar and "Nominators" in sidebar, (
+                    path,
+                    sidebar,
+                )
+                assert "dashboard" not in sidebar, (path, sidebar)
         finally:
             browser.close()
