@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import polars as pl
 from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import Response
@@ -213,46 +212,6 @@ def _primary_engine() -> Engine | None:
 # --- nominator positions (issue 14) -------------------------------------------------------------
 
 
-def _text(value: int | None) -> str | None:
-    """An exact integer as a decimal string (JSON numbers lose digits beyond 2^53)."""
-    return None if value is None else str(value)
-
-
-def _withdrawal_json(w: queries.Withdrawal) -> dict[str, Any]:
-    return {
-        "kind": w.kind,
-        "unlock_block": w.unlock_block,
-        "amount": _text(w.amount),
-        "shares": _text(w.shares),
-        "domain_epoch": w.domain_epoch,
-        "storage_fee_refund": _text(w.storage_fee_refund),
-        "unlockable": w.unlockable,
-        "blocks_left": w.blocks_left,
-        "eta_epochs": w.eta_epochs,
-        "eta_seconds": None if w.eta_seconds is None else round(w.eta_seconds),
-    }
-
-
-def _position_json(p: queries.Position) -> dict[str, Any]:
-    return {
-        "operator_id": p.operator_id,
-        "epoch": p.epoch,
-        "since_epoch": p.since_epoch,
-        "shares": _text(p.effective_shares),
-        "value": _text(p.value),
-        "known_shares": _text(p.known_shares),
-        "pending_amount": _text(p.pending_amount),
-        "pending_epoch": p.pending_epoch,
-        "pending_converted": p.pending_converted,
-        "deposit_on_hold": _text(p.deposit_on_hold),
-        "gain": _text(p.gain),
-        "storage_fee": _text(p.storage_fee),
-        "share_price_perq": _text(p.share_price_perq),
-        "share_of_pool": queries.perq_to_decimal(p.share_of_pool_perq),
-        "withdrawals": [_withdrawal_json(w) for w in p.withdrawals],
-    }
-
-
 @endpoint
 def v1_nominator(request: Request) -> Response:
     """One nominator's positions at the latest positions epoch (SS58 or 0x-hex address);
@@ -265,38 +224,9 @@ def v1_nominator(request: Request) -> Response:
         return cached
 
     def compute() -> Response:
-        eng = engine()
-        view = queries.nominator_positions(eng, account.account)
-        if not view.known:
+        body = queries.nominator_document(engine(), account, history=with_history)
+        if body is None:
             return error(404, f"address: no positions of {account.ss58} are stored")
-        body: dict[str, Any] = {
-            "address": account.ss58,
-            "account": account.hex,
-            "epoch": view.epoch,
-            "head_domain_number": view.head_domain_number,
-            "positions": [_position_json(position) for position in view.positions],
-        }
-        if with_history:
-            history = queries.nominator_history(eng, account.account)
-            events = queries.nominator_events(eng, account.account)
-            operators = sorted(set(history["operator_id"]) | set(events["operator_id"]))
-            body["history"] = [
-                {
-                    "operator_id": op,
-                    "values": exact_rows(
-                        history.filter(history["operator_id"] == op).select(
-                            "epoch",
-                            pl.col("effective_shares").alias("shares"),
-                            "value",
-                            "deposit_on_hold",
-                        )
-                    ),
-                    "events": events.filter(events["operator_id"] == op)
-                    .select("epoch", "kind", "detail")
-                    .to_dicts(),
-                }
-                for op in operators
-            ]
         return json_response(body, headers=headers)
 
     return from_cache(request, headers, compute)
@@ -316,39 +246,9 @@ def v1_operator_nominators(request: Request) -> Response:
         return cached
 
     def compute() -> Response:
-        eng = engine()
-        if not queries.operator_known(eng, operator_id):
+        body = queries.operator_nominators_document(engine(), operator_id, limit)
+        if body is None:
             return error(404, f"id: unknown operator id {operator_id}")
-        holders = queries.operator_holders(eng, operator_id, limit)
-        rows = holders.rows.with_columns(
-            pl.col("effective_shares")
-            .map_elements(
-                lambda s: queries.perq_to_decimal(queries.share_perq(s, holders.operator_shares)),
-                return_dtype=pl.String,
-            )
-            .alias("share_of_pool")
-        ).select(
-            "rank",
-            pl.col("ss58").alias("address"),
-            "account",
-            pl.col("effective_shares").alias("shares"),
-            "value",
-            "deposit_on_hold",
-            "share_of_pool",
-            "pending_amount",
-            "pending_epoch",
-        )
-        body = {
-            "operator_id": operator_id,
-            "epoch": holders.epoch,
-            "count": holders.count,
-            "total_shares": str(holders.total_effective_shares),
-            "top10_shares": str(holders.top_effective_shares),
-            "top10_share": queries.perq_to_decimal(holders.top_share_perq),
-            "operator_shares": _text(holders.operator_shares),
-            "share_price_perq": _text(holders.share_price_perq),
-            "nominators": exact_rows(rows),
-        }
         return json_response(body, headers=headers)
 
     return from_cache(request, headers, compute)

@@ -33,6 +33,7 @@ from shareprice.chain import ss58
 from shareprice.chain.records import PERQ
 from shareprice.queries.connection import connect, copy_frame, record, scalar_row
 from shareprice.queries.epochs import epoch_rate
+from shareprice.queries.frames import perq_to_decimal
 from shareprice.queries.request import Plan, RequestError
 
 #: Domain blocks per epoch (DOMAIN.md: an epoch is 100 domain blocks): how far an unlock block
@@ -706,3 +707,133 @@ def operator_holders(engine: Engine, operator_id: int, limit: int | None = 50) -
         orient="row",
     )
     return Holders(operator_id, latest.epoch, count, total, top, shares, price, frame)
+
+
+# --- the JSON documents (the API's and the CLI's) ---------------------------------------------
+
+
+def _text(value: int | None) -> str | None:
+    """An exact integer as a decimal string (JSON numbers lose digits beyond 2^53)."""
+    return None if value is None else str(value)
+
+
+def _exact_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows for JSON: Int128 columns (exact amounts) as decimal strings, nulls as null."""
+    wide = [name for name, dtype in frame.schema.items() if dtype == pl.Int128]
+    return frame.with_columns(pl.col(wide).cast(pl.String)).to_dicts()
+
+
+def _withdrawal_json(w: Withdrawal) -> dict[str, Any]:
+    return {
+        "kind": w.kind,
+        "unlock_block": w.unlock_block,
+        "amount": _text(w.amount),
+        "shares": _text(w.shares),
+        "domain_epoch": w.domain_epoch,
+        "storage_fee_refund": _text(w.storage_fee_refund),
+        "unlockable": w.unlockable,
+        "blocks_left": w.blocks_left,
+        "eta_epochs": w.eta_epochs,
+        "eta_seconds": None if w.eta_seconds is None else round(w.eta_seconds),
+    }
+
+
+def _position_json(p: Position) -> dict[str, Any]:
+    return {
+        "operator_id": p.operator_id,
+        "epoch": p.epoch,
+        "since_epoch": p.since_epoch,
+        "shares": _text(p.effective_shares),
+        "value": _text(p.value),
+        "known_shares": _text(p.known_shares),
+        "pending_amount": _text(p.pending_amount),
+        "pending_epoch": p.pending_epoch,
+        "pending_converted": p.pending_converted,
+        "deposit_on_hold": _text(p.deposit_on_hold),
+        "gain": _text(p.gain),
+        "storage_fee": _text(p.storage_fee),
+        "share_price_perq": _text(p.share_price_perq),
+        "share_of_pool": perq_to_decimal(p.share_of_pool_perq),
+        "withdrawals": [_withdrawal_json(w) for w in p.withdrawals],
+    }
+
+
+def nominator_document(
+    engine: Engine, account: Account, history: bool = False
+) -> dict[str, Any] | None:
+    """`GET /api/v1/nominators/{address}`'s body, built once for the API and the CLI (so the two
+    cannot drift): the positions at the latest positions epoch, exact integers as decimal
+    strings; `history` adds per operator the value per epoch and the deposit/withdrawal events.
+    None when the account has no row at all (the API's 404)."""
+    view = nominator_positions(engine, account.account)
+    if not view.known:
+        return None
+    body: dict[str, Any] = {
+        "address": account.ss58,
+        "account": account.hex,
+        "epoch": view.epoch,
+        "head_domain_number": view.head_domain_number,
+        "positions": [_position_json(position) for position in view.positions],
+    }
+    if history:
+        values = nominator_history(engine, account.account)
+        events = nominator_events(engine, account.account)
+        operators = sorted(set(values["operator_id"]) | set(events["operator_id"]))
+        body["history"] = [
+            {
+                "operator_id": op,
+                "values": _exact_rows(
+                    values.filter(values["operator_id"] == op).select(
+                        "epoch",
+                        pl.col("effective_shares").alias("shares"),
+                        "value",
+                        "deposit_on_hold",
+                    )
+                ),
+                "events": events.filter(events["operator_id"] == op)
+                .select("epoch", "kind", "detail")
+                .to_dicts(),
+            }
+            for op in operators
+        ]
+    return body
+
+
+def operator_nominators_document(
+    engine: Engine, operator_id: int, limit: int | None = 50
+) -> dict[str, Any] | None:
+    """`GET /api/v1/operators/{id}/nominators`'s body, built once for the API and the CLI: the
+    nominator count, the largest holders (at most `limit`) and the top-10 share, exact integers
+    as decimal strings. None when the operator was never seen (the API's 404)."""
+    if not operator_known(engine, operator_id):
+        return None
+    holders = operator_holders(engine, operator_id, limit)
+    rows = holders.rows.with_columns(
+        pl.col("effective_shares")
+        .map_elements(
+            lambda s: perq_to_decimal(share_perq(s, holders.operator_shares)),
+            return_dtype=pl.String,
+        )
+        .alias("share_of_pool")
+    ).select(
+        "rank",
+        pl.col("ss58").alias("address"),
+        "account",
+        pl.col("effective_shares").alias("shares"),
+        "value",
+        "deposit_on_hold",
+        "share_of_pool",
+        "pending_amount",
+        "pending_epoch",
+    )
+    return {
+        "operator_id": operator_id,
+        "epoch": holders.epoch,
+        "count": holders.count,
+        "total_shares": str(holders.total_effective_shares),
+        "top10_shares": str(holders.top_effective_shares),
+        "top10_share": perq_to_decimal(holders.top_share_perq),
+        "operator_shares": _text(holders.operator_shares),
+        "share_price_perq": _text(holders.share_price_perq),
+        "nominators": _exact_rows(rows),
+    }
