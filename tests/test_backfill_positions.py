@@ -575,3 +575,86 @@ def test_kill_9_then_resume_gives_the_positions_of_an_uninterrupted_run(
     assert final.returncode == 0, final.stderr
     exp_positions, exp_withdrawals, _ = expected_rows(many)
     assert actual_rows(url) == (exp_positions, exp_withdrawals)
+
+
+# --- the canonical-text fast path (positions._DEPOSIT_RE / _HOLD_RE) ---------------------------
+
+
+def _build_states(doc: dict) -> dict[tuple[int, str], tuple]:
+    """positions.build on a document's entry values, with no base: every entry decoded."""
+    from shareprice.backfill import positions
+
+    values = {n: [e["value"] for e in doc[n]["entries"]] for n in ("deposits", "depositOnHold")}
+    _, changes = positions.build(
+        doc["epoch"], 0, None, values["deposits"], [], values["depositOnHold"],
+        _chain_prices(doc), None,
+    )  # fmt: skip
+    return {(op, account): tuple(state[2:]) for op, account, state in changes.rows}
+
+
+def test_the_chains_own_text_takes_the_fast_path_with_the_raw_fields(real):
+    from shareprice.backfill import positions
+
+    # The sample is the chain's canonical text: every entry is decoded by the expressions...
+    assert all(positions._DEPOSIT_RE.fullmatch(e["value"]) for e in real["deposits"]["entries"])
+    assert all(positions._HOLD_RE.fullmatch(e["value"]) for e in real["depositOnHold"]["entries"])
+    # ... to the fields json.loads and int(x, 16) give (and the number 0 is in the sample).
+    assert any(": 0" in json.dumps(_payload(e)) for e in real["deposits"]["entries"])
+    assert _build_states(real) == raw_positions(real)
+
+
+def _respelled(real: dict, respell) -> dict:
+    doc = copy.deepcopy(real)
+    for entry in doc["deposits"]["entries"][:5]:
+        key = entry["value"].split(",", 1)[0]
+        entry["value"] = key + "," + respell(_payload(entry))
+    return doc
+
+
+@pytest.mark.parametrize(
+    "respell",
+    [
+        pytest.param(lambda p: json.dumps(p), id="whitespace"),
+        pytest.param(lambda p: json.dumps(dict(reversed(p.items())), separators=(",", ":")),
+                     id="keys-reordered"),
+        pytest.param(lambda p: json.dumps({**p, "known": {
+            "shares": "0x00" + format(_amount(p["known"]["shares"]), "032x"),
+            "storageFeeDeposit": 7}}, separators=(",", ":")), id="long-hex-and-a-number"),
+    ],
+)  # fmt: skip
+def test_other_spellings_are_decoded_strictly_to_the_same_fields(real, respell):
+    from shareprice.backfill import positions
+
+    doc = _respelled(real, respell)
+    changed = doc["deposits"]["entries"][:5]
+    assert not any(positions._DEPOSIT_RE.fullmatch(e["value"]) for e in changed)
+    assert _build_states(doc) == raw_positions(doc)
+
+
+@pytest.mark.parametrize(
+    ("respell", "message"),
+    [
+        (lambda p: json.dumps({**p, "known": {**p["known"], "shares": "0xZZ"}}), "bad hex"),
+        (lambda p: json.dumps({**p, "known": {**p["known"], "shares": -1}}), "negative"),
+        (lambda p: json.dumps({"pending": p["pending"]}), "known"),
+    ],
+)
+def test_a_malformed_deposit_is_still_refused(real, respell, message):
+    from shareprice.backfill import positions
+
+    doc = _respelled(real, respell)
+    values = [e["value"] for e in doc["deposits"]["entries"]]
+    with pytest.raises((ValueError, KeyError)) as info:
+        positions.build(doc["epoch"], 0, None, values, [], [], {}, None)
+    assert message in str(info.value)
+
+
+def test_an_upper_case_key_is_refused_by_the_parts_path(real):
+    from shareprice.backfill import positions
+
+    entry = real["deposits"]["entries"][0]["value"]
+    key, payload = entry.split(",", 1)
+    upper = key[:PREFIX_LEN] + key[PREFIX_LEN:].upper() + "," + payload
+    assert key[PREFIX_LEN:] != key[PREFIX_LEN:].upper()  # the sample key has hex letters
+    with pytest.raises(ValueError, match="lower-case"):
+        positions.build(real["epoch"], 0, None, [upper], [], [], {}, None)

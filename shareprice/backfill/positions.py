@@ -10,17 +10,29 @@ pending deposit whose epoch has ended (the conversion, or a chain price that cha
 other entry is decoded strictly (shareprice.chain.nominators' per-entry decoders, the same ones
 parse_positions uses). A position's state is a plain tuple, compared as a whole.
 
+Why a regular expression first: at seed scale ~900 entries per epoch do change (an operator
+owner's shares move every epoch), and the strict decoders (JSON parse, four checked hex fields,
+the key's checks) cost ~20 us each: most of a document's Python time. The chain's own encoder
+writes one canonical text, which `_DEPOSIT_RE` / `_HOLD_RE` match in one C-level pass: the
+prefix, the key in lower-case hex, the payload's exact keys in order, amounts as hex of at most
+32 digits (always a u128) or JSON integers of at most 15 digits (exact to orjson), the pending
+epoch pair as integers of at most 9 digits (within the columns), a balance of at most 38
+digits. Every text they match is one the strict decoders accept, with the same fields;
+anything else (other key order, whitespace, longer hex or numbers, a missing field) is
+decoded strictly, so what is accepted and every error are exactly the strict path's.
+
 Errors: anything wrong raises (ValueError, KeyError, ParseError, ...); the reader then parses
 the whole document with parse_positions, whose ParseError names epoch, item and entry.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from shareprice.chain.codec import KEY_PREFIX_LEN
+from shareprice.chain.codec import DOMAINS_PALLET, KEY_PREFIX_LEN
 from shareprice.chain.nominators import (
     DEPOSIT_ON_HOLD_ITEM,
     DEPOSITS_ITEM,
@@ -54,6 +66,24 @@ ChainPrices = Mapping[tuple[int, int, int], int]
 
 _PENDING_EPOCH: Final = 5
 _EFFECTIVE: Final = 8
+
+#: A u128 as the chain writes it: 0x-hex of at most 32 digits, or a JSON integer of at most 15
+#: digits (polkadot.js writes values of up to 52 bits as numbers; orjson reads them exactly).
+_U128_HEX = r'("0x[0-9a-f]{1,32}"|0|[1-9][0-9]{0,14})'
+_SMALL_INT = r"(0|[1-9][0-9]{0,8})"
+_KEY = r"([0-9a-f]{16})([0-9a-f]{64}),"
+#: A Deposits entry as the chain writes it (see the module docstring); groups: operator (u64
+#: LE hex), account, known shares, known fee, then pending domain, epoch, amount, fee or None.
+_DEPOSIT_RE: Final = re.compile(
+    "0x" + DOMAINS_PALLET + DEPOSITS_ITEM + _KEY
+    + r'\{"known":\{"shares":' + _U128_HEX + r',"storageFeeDeposit":' + _U128_HEX
+    + r'\},"pending":(?:null|\{"effectiveDomainEpoch":\[' + _SMALL_INT + "," + _SMALL_INT
+    + r'\],"amount":' + _U128_HEX + r',"storageFeeDeposit":' + _U128_HEX + r"\})\}"
+)  # fmt: skip
+#: A DepositOnHold entry: the key, then a decimal balance of at most 38 digits (< 2^128).
+_HOLD_RE: Final = re.compile(
+    "0x" + DOMAINS_PALLET + DEPOSIT_ON_HOLD_ITEM + _KEY + r"(0|[1-9][0-9]{0,37})"
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -200,6 +230,11 @@ def _check_case(key: str, operator_id: int, account: str) -> None:
         raise ValueError("storage key not in lower-case hex")
 
 
+def _u128(token: str) -> int:
+    """A `_U128_HEX` match: '"0x<hex>"' or decimal digits."""
+    return int(token[3:-1], 16) if token[0] == '"' else int(token)
+
+
 def _decode_position(
     key: str, deposit: str | None, hold: str | None, epoch: int, prices_get
 ) -> PositionState:
@@ -208,17 +243,40 @@ def _decode_position(
     effective: int | None = None
     on_hold: int | None = None
     if deposit is not None:
-        operator_id, account, payload = position_key(deposit, DEPOSITS_ITEM)
-        fields = deposit_fields(payload)
-        known, _, domain_id, pending_epoch, amount, _ = fields
+        m = _DEPOSIT_RE.fullmatch(deposit)
+        if m is not None:  # the canonical text: the same fields as deposit_fields gives
+            op_hex, account, shares, fee, domain, pending, amount, pending_fee = m.groups()
+            operator_id = int.from_bytes(bytes.fromhex(op_hex), "little")
+            fields = (
+                (_u128(shares), _u128(fee), None, None, None, None)
+                if domain is None
+                else (
+                    _u128(shares),
+                    _u128(fee),
+                    int(domain),
+                    int(pending),
+                    _u128(amount),
+                    _u128(pending_fee),
+                )
+            )
+        else:
+            operator_id, account, payload = position_key(deposit, DEPOSITS_ITEM)
+            fields = deposit_fields(payload)
+        known, _, domain_id, pending_epoch, amount_v, _ = fields
         if pending_epoch is None or pending_epoch >= epoch:
             effective = known
         else:
             price = prices_get((operator_id, domain_id, pending_epoch))
-            effective = None if price is None else known + price * amount // PERQ
+            effective = None if price is None else known + price * amount_v // PERQ
     if hold is not None:
-        operator_id, account, payload = position_key(hold, DEPOSIT_ON_HOLD_ITEM)
-        on_hold = hold_amount(payload)
+        h = _HOLD_RE.fullmatch(hold)
+        if h is not None:
+            op_hex, account, balance = h.groups()
+            operator_id = int.from_bytes(bytes.fromhex(op_hex), "little")
+            on_hold = int(balance)
+        else:
+            operator_id, account, payload = position_key(hold, DEPOSIT_ON_HOLD_ITEM)
+            on_hold = hold_amount(payload)
     assert operator_id is not None and account is not None
     _check_case(key, operator_id, account)
     return (operator_id, account, *fields, effective, on_hold)  # type: ignore[return-value]
