@@ -284,7 +284,7 @@ def fault_metadata_first_seen(engine: Engine) -> None:
 
 
 def fault_rewards(engine: Engine) -> None:
-    """One operator's rewards differ from the raw summary (only the analytics totals see it)."""
+    """One operator's rewards differ from the raw summary (the state row and the analytics totals)."""
     with engine.begin() as conn:
         row = _one(
             conn,
@@ -318,12 +318,14 @@ FAULTS: list[tuple[Callable[[Engine], None], set[str]]] = [
     (fault_missing_epoch, {"epochs_normalized"}),
     (fault_recorded_count, {"operator_counts"}),
     (fault_swapped_states, {"prices_match_raw"}),
-    (fault_moved_shares, {"price_formula"}),
+    # Moved shares break the formula and no longer equal the raw shares (prices_match_raw
+    # compares the whole state row since issue 13: the analytics check may sample).
+    (fault_moved_shares, {"price_formula", "prices_match_raw"}),
     (fault_chain_record, {"chain_prices_agree"}),
     (fault_phantom_operator, {"no_phantom_operators"}),
     (fault_price_falls, {"prices_never_decrease"}),
     (fault_metadata_first_seen, {"metadata_seen_range"}),
-    (fault_rewards, {"comprehensive_analytics_agree"}),
+    (fault_rewards, {"prices_match_raw", "comprehensive_analytics_agree"}),
     (fault_operator_gap, {"operator_continuity"}),
     # A dropped row is a wrong operator count AND wrong per-epoch totals: both checks that
     # compare counts with the raw data see it, by design.
