@@ -119,13 +119,32 @@ class Walk:
 
 
 # The latest change row per position in (after, upto]: what those epochs leave each position
-# at, sorted on the server, so a walk that skips epochs receives one row per position instead of
-# every change in between.
+# at, so a walk that skips epochs receives one row per position instead of every change in
+# between. Per (operator, account) key one backward probe of the primary key, the keys found by
+# a loose index scan of it (~3,900 keys at seed scale: ~0.7 s), rather than DISTINCT ON, which
+# sorted every change row up to `upto` (3 M at seed scale: ~20 s, once per chunk of the raw
+# positions check).
 _LATEST_SQL = """
-SELECT DISTINCT ON (operator_id, account) from_epoch, operator_id, account, {columns}
-FROM {table}
-WHERE from_epoch > :after AND from_epoch <= :upto
-ORDER BY operator_id, account, from_epoch DESC
+WITH RECURSIVE keys AS (
+    (SELECT operator_id, account FROM {table} ORDER BY operator_id, account LIMIT 1)
+    UNION ALL
+    SELECT n.operator_id, n.account
+    FROM keys k
+    CROSS JOIN LATERAL (
+        SELECT t.operator_id, t.account FROM {table} t
+        WHERE (t.operator_id, t.account) > (k.operator_id, k.account)
+        ORDER BY t.operator_id, t.account LIMIT 1
+    ) n
+)
+SELECT l.*
+FROM keys k
+CROSS JOIN LATERAL (
+    SELECT from_epoch, operator_id, account, {columns} FROM {table} t
+    WHERE t.operator_id = k.operator_id AND t.account = k.account
+      AND t.from_epoch > :after AND t.from_epoch <= :upto
+    ORDER BY t.from_epoch DESC LIMIT 1
+) l
+ORDER BY l.operator_id, l.account
 """
 # The change rows of a window of epochs at once (the epoch BRIN reads one block range): a walk
 # over consecutive epochs made one query per epoch and table before, ~7,500 at seed scale.
