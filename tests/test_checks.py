@@ -489,3 +489,74 @@ def test_real_samples_pass_and_confirm_the_chain_pairing(db_url, engine, shared_
     assert "2 paired with the dump of the next epoch, 2 agree" in notes["chain_prices_agree"]
     assert "0 of 0 would agree" in notes["chain_prices_agree"]
     assert "skip numbers in 2 place(s)" in notes["epochs_normalized"]
+
+
+def test_registry_decoder_equals_sql_registry(small):
+    """operator_counts / no_phantom_operators read the registry in Python (registry_of_values)
+    for speed; on every small-data document it says exactly what sql/033's SQL says."""
+    from shareprice.checks.definitions import registry_of_values
+
+    with small.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT e.epoch, ARRAY(SELECT x ->> 'value' FROM jsonb_array_elements("
+                "e.data -> 'operators' -> 'entries') x) AS vals, "
+                "ARRAY(SELECT jsonb_build_array(r.operator_id, r.priced) "
+                "FROM raw_operator_registry(e.data) r) AS sql_registry "
+                "FROM epochs e WHERE jsonb_typeof(e.data -> 'operators' -> 'entries') = 'array' "
+                "ORDER BY e.epoch"
+            )
+        ).all()
+    assert len(rows) >= 50
+    for r in rows:
+        registry, priced = registry_of_values(list(r.vals))
+        expected = {int(op): bool(p) for op, p in r.sql_registry}
+        assert registry == expected, r.epoch
+        assert priced == sum(expected.values()), r.epoch
+
+
+def test_registry_decoder_follows_storage_keys_and_zero_rules():
+    """Ids come from the key (not the position), both zero forms count as unpriced."""
+    from shareprice.checks.definitions import _OPERATORS_PREFIX, registry_of_values
+
+    def entry(op: int, stake, shares) -> str:
+        key = _OPERATORS_PREFIX + op.to_bytes(8, "little").hex()
+        return (
+            key
+            + ","
+            + orjson.dumps({"currentTotalStake": stake, "currentTotalShares": shares}).decode()
+        )
+
+    values = [
+        entry(7, "0x00000000000000000000000000000001", 0),
+        entry(3, 0, "0x00000000000000000000000000000000"),
+        entry(300, "0x0", 5),
+        "0xffff,not an operator",
+        None,
+    ]
+    assert registry_of_values(values) == ({7: True, 3: False, 300: True}, 2)
+    with pytest.raises(ValueError):
+        registry_of_values([_OPERATORS_PREFIX + "0700000000000000,{not json"])
+
+
+def test_analytics_compares_a_seeded_sample_and_says_so(small, monkeypatch):
+    """Over more than ANALYTICS_MAX_EPOCHS epochs the view agreement compares a seeded sample
+    (the note says so, the sample is reproducible); a fault in a sampled epoch still fails."""
+    from shareprice.checks import definitions
+
+    monkeypatch.setattr(definitions, "ANALYTICS_MAX_EPOCHS", 10)
+    fault_rewards(small)  # epoch 45
+    runs = {
+        seed: checks.run_checks(
+            small, only=["comprehensive_analytics_agree"], full=True, seed=seed
+        ).results[0]
+        for seed in range(25)
+    }
+    for seed, result in runs.items():
+        chosen = definitions.analytics_epochs(
+            checks.Scope(80, 80, None, None, seed, mode="full"), list(range(80))
+        )
+        assert len(chosen) == 10
+        assert f"a seeded sample (seed {seed}) of 10 of the 80 epochs" in result.note
+        assert result.status == ("fail" if 45 in chosen else "pass"), (seed, result.note)
+    assert {r.status for r in runs.values()} == {"pass", "fail"}
