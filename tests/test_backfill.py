@@ -414,7 +414,7 @@ def test_the_fast_reader_agrees_with_parse_document_on_mutated_documents(db_url)
 
     from shareprice.backfill import reader
     from shareprice.chain import nominators
-    from shareprice.chain.parser import ParseError, parse_document
+    from shareprice.chain.parser import ParseError, load_json, parse_document
 
     doc = orjson.loads(list(generator.iter_documents("small", seed=4, epochs=12))[-1].data)
     doc["epoch"] = 1
@@ -435,7 +435,9 @@ def test_the_fast_reader_agrees_with_parse_document_on_mutated_documents(db_url)
         try:
             record = parse_document(text)
             if record.format == "storage_dump":  # the backfill also reads the positions
-                whole_doc = json.loads(text)
+                # The parser's own loader (orjson: an integer beyond 64 bits is a float, and
+                # the error says so), as parse_document loaded the text above.
+                whole_doc = load_json(text)
                 nominators.parse_positions(
                     whole_doc[0] if isinstance(whole_doc, list) else whole_doc, record.epoch
                 )

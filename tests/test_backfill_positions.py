@@ -658,3 +658,60 @@ def test_an_upper_case_key_is_refused_by_the_parts_path(real):
     assert key[PREFIX_LEN:] != key[PREFIX_LEN:].upper()  # the sample key has hex letters
     with pytest.raises(ValueError, match="lower-case"):
         positions.build(real["epoch"], 0, None, [upper], [], [], {}, None)
+
+
+def _rows_by_build(docs: dict[int, dict]) -> set:
+    """positions.build over consecutive documents, each compared with the previous one's items,
+    as rows in expected_rows' form."""
+    from shareprice.backfill import positions
+
+    base, rows = None, set()
+    for epoch in sorted(docs):
+        doc = docs[epoch]
+        values = {
+            n: [e["value"] for e in doc[n]["entries"]]
+            for n in ("deposits", "depositOnHold", "withdrawals")
+        }
+        base, changes = positions.build(
+            epoch, 0, None, values["deposits"], values["withdrawals"], values["depositOnHold"],
+            _chain_prices(doc), base,
+        )  # fmt: skip
+        for op, account, state in changes.rows:
+            rows.add((op, account, epoch, (None,) * 8 if state is None else tuple(state[2:])))
+    return rows
+
+
+def test_a_half_removed_position_and_a_changed_chain_price_write_exactly_their_changes(real):
+    """E-1 -> E: a hold removed (its deposit stays), a deposit removed (its hold stays), and the
+    chain price of an ended pending epoch changed (the deposits' texts unchanged); E -> E+1:
+    the hold comes back. Expected rows: the 042 rule on the raw JSON (expected_rows)."""
+    d48 = successor(real, 2648)
+    deps, holds = _entries(d48, "deposits"), _entries(d48, "depositOnHold")
+    hold_gone, deposit_gone = _split(deps[2]["value"])[:2], _split(deps[3]["value"])[:2]
+    kept_hold = next(e for e in holds if _split(e["value"])[:2] == hold_gone)
+    _set_entries(d48, "depositOnHold", [e for e in holds if e is not kept_hold])
+    _set_entries(d48, "deposits", [e for e in deps if _split(e["value"])[:2] != deposit_gone])
+    # The pending deposits of the sample wait on epoch 2646, which has ended: move its price.
+    pending = [_payload(e)["pending"] for e in deps]
+    ended = {p["effectiveDomainEpoch"][1] for p in pending if p is not None} & {2646}
+    assert ended, "the sample has pending deposits of epoch 2646"
+    chain = _entries(d48, "operatorEpochSharePrice")
+    moved = 0
+    for i, entry in enumerate(chain):
+        key, value = entry["value"].split(",", 1)
+        if int.from_bytes(bytes.fromhex(key[PREFIX_LEN + 24 : PREFIX_LEN + 32]), "little") == 2646:
+            chain[i] = {"key": entry["key"], "value": f"{key},{int(value) + 10**15}"}
+            moved += 1
+    assert moved
+    _set_entries(d48, "operatorEpochSharePrice", chain)
+    d49 = successor(d48, 2649)
+    _set_entries(d49, "depositOnHold", [*_entries(d49, "depositOnHold"), kept_hold])
+    docs = {2647: real, 2648: d48, 2649: d49}
+
+    expected, _, _ = expected_rows(docs)
+    got = _rows_by_build(docs)
+    assert got == expected
+    # The changes are really there: the hold's closing of its state, the price move, the return.
+    at_2648 = {(r[0], r[1]) for r in expected if r[2] == 2648}
+    assert hold_gone in at_2648 and deposit_gone in at_2648 and len(at_2648) > 2
+    assert hold_gone in {(r[0], r[1]) for r in expected if r[2] == 2649}

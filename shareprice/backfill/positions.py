@@ -94,10 +94,17 @@ class EpochItems:
     epoch: int
     revision: int
     head_domain_number: int | None
-    #: key -> (Deposits entry value, DepositOnHold entry value, state); a text None: no entry.
-    entries: dict[str, tuple[str | None, str | None, PositionState]]
+    #: key -> the decoded state of the position.
+    entries: dict[str, PositionState]
     #: key -> (Withdrawals entry value, state).
     withdrawal_entries: dict[str, tuple[str, WithdrawalState]]
+    #: key -> the Deposits / DepositOnHold entry value (what the next epoch's texts are
+    #: compared with, as whole (key, text) pairs).
+    deposits: dict[str, str]
+    holds: dict[str, str]
+    #: Keys whose state has a pending deposit (its effective shares can change while its text
+    #: stays the same: the conversion at the end of its epoch, or a chain price that changed).
+    pending: set[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,47 +155,52 @@ def build(
     withdrawals = _by_key(withdrawal_values, "withdrawals", epoch, lower)
     if base is not None and base.epoch != epoch - 1:
         raise ValueError(f"base epoch {base.epoch} is not epoch {epoch} - 1")
-    b_entries: dict[str, tuple[str | None, str | None, PositionState]] = (
-        base.entries if base is not None else {}
-    )
-    b_get = b_entries.get
-    prices_get = prices.get
-    # key -> (deposit text, hold text, state): one lookup finds E-1's texts and state.
-    entries: dict[str, tuple[str | None, str | None, PositionState]] = {}
     rows: list[tuple[int, str, PositionState | None]] = []
-    holds_pop = holds.pop
-    # Deposits (with their holds), then the holds left without a deposit.
-    for key, d, h in [
-        *((k, v, holds_pop(k, None)) for k, v in deposits.items()),
-        *((k, None, v) for k, v in holds.items()),
-    ]:
-        b = b_get(key)
-        state: PositionState
-        if b is not None and d == b[0] and h == b[1]:
-            # The same text as at E-1: the same fields; only the effective shares can move.
-            before = b[2]
+    pending: set[str]
+    if base is None:
+        entries: dict[str, PositionState] = {}
+        changed: set[str] = deposits.keys() | holds.keys()
+        pending = set()
+    else:
+        # One C-level pass finds the keys whose deposit or hold text differs from E-1's (or
+        # appeared, or vanished); every other key keeps E-1's state object as it is.
+        entries = base.entries.copy()
+        changed = {k for k, _ in deposits.items() ^ base.deposits.items()}
+        changed.update(k for k, _ in holds.items() ^ base.holds.items())
+        pending = base.pending - changed
+        prices_get = prices.get
+        # Same texts, pending deposit: the same fields; only the effective shares can move.
+        for key in pending:
+            before = entries[key]
             pending_epoch = before[_PENDING_EPOCH]
-            if d is None or pending_epoch is None or pending_epoch >= epoch:
-                entries[key] = b
+            if pending_epoch is None or pending_epoch >= epoch:
                 continue
             # known + floor(P * pending amount / 10^18); None without P (inlined: hot).
             price = prices_get((before[0], before[4], pending_epoch))  # type: ignore[arg-type]
             effective = None if price is None else before[2] + price * before[6] // PERQ  # type: ignore[operator]
-            if effective == before[_EFFECTIVE]:
-                entries[key] = b
-                continue
-            state = (*before[:_EFFECTIVE], effective, before[9])
-        else:
-            state = _decode_position(key, d, h, epoch, prices_get)
-            if b is not None and state == b[2]:  # another spelling of the same state
-                entries[key] = (d, h, b[2])
-                continue
-        entries[key] = (d, h, state)
-        rows.append((state[0], state[1], state))
-    if base is not None:
-        for key in base.entries.keys() - entries.keys():
-            before = base.entries[key][2]
-            rows.append((before[0], before[1], None))
+            if effective != before[_EFFECTIVE]:
+                state = (*before[:_EFFECTIVE], effective, before[9])
+                entries[key] = state
+                rows.append((state[0], state[1], state))
+    prices_get = prices.get
+    deposits_get = deposits.get
+    holds_get = holds.get
+    for key in changed:
+        d = deposits_get(key)
+        h = holds_get(key)
+        before_state = entries.get(key)
+        if d is None and h is None:  # held at E-1, gone at E: a closing row
+            if before_state is not None:
+                del entries[key]
+                rows.append((before_state[0], before_state[1], None))
+            continue
+        new_state = _decode_position(key, d, h, epoch, prices_get)
+        if d is not None and new_state[_PENDING_EPOCH] is not None:
+            pending.add(key)
+        if before_state is not None and new_state == before_state:
+            continue  # another spelling of the same state: E-1's state stays
+        entries[key] = new_state
+        rows.append((new_state[0], new_state[1], new_state))
     w_entries: dict[str, tuple[str, WithdrawalState]] = {}
     w_rows: list[tuple[int, str, WithdrawalState | None]] = []
     b_w_entries: dict[str, tuple[str, WithdrawalState]] = (
@@ -210,7 +222,9 @@ def build(
         for key in base.withdrawal_entries.keys() - w_entries.keys():
             w_before = base.withdrawal_entries[key][1]
             w_rows.append((w_before[0], w_before[1], None))
-    items = EpochItems(epoch, revision, head_domain_number, entries, w_entries)
+    items = EpochItems(
+        epoch, revision, head_domain_number, entries, w_entries, deposits, holds, pending
+    )
     changes = PositionChanges(
         epoch,
         None if base is None else base.revision,
