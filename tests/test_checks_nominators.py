@@ -289,3 +289,38 @@ def test_generated_history_walk_and_incremental_jump(normalized_small_copy):
     assert results["nominator_shares_sum"].examples[0]["epoch"] == row.from_epoch
     assert results["nominator_positions_match_raw"].status == "fail"
     assert results["nominator_positions_match_raw"].examples[0]["epoch"] == row.from_epoch
+
+
+def test_fast_raw_states_equal_the_parsers_on_the_real_sample(sample, shared_data):
+    """nominator_positions_match_raw decodes item texts (each distinct text once per chunk);
+    on the real dump it yields exactly what parse_positions via _raw_states yields."""
+    from shareprice.checks import nominator_checks as nc
+
+    doc = _sample_doc(shared_data)
+    _, want_positions, want_withdrawals = nc._raw_states(doc, 2647)
+    with sample.connect() as conn:
+        row = conn.execute(text(nc._ITEMS_SQL), {"epochs": [2647]}).one()
+    memo = nc._Decoded()
+    for _ in range(2):  # the second time every text comes from the memo
+        head, positions, withdrawals = nc._fast_raw_states(row, 2647, memo)
+        assert positions == want_positions and withdrawals == want_withdrawals
+        assert head == int(doc["headDomainNumber"])
+    assert len(want_positions) > 100 and want_withdrawals
+
+
+def test_undecodable_raw_entry_goes_to_the_parser_and_fails(sample):
+    """A deposit entry that does not decode sends the epoch down the whole-document path:
+    the check fails with the parser's own reason, naming the entry."""
+    with sample.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE epochs SET data = jsonb_set(data, '{deposits,entries,0,value}', "
+                "to_jsonb(left(data #>> '{deposits,entries,0,value}', 150) || ',{\"known\": 1}')) "
+                "WHERE epoch = 2648"
+            )
+        )
+    run = checks.run_checks(sample, full=True, only=["nominator_positions_match_raw"])
+    result = run.results[0]
+    assert result.status == "fail", checks.format_table(run)
+    problems = [e["problem"] for e in result.examples if e["epoch"] == 2648]
+    assert any("do not parse" in p and "deposits.entries[0]" in p for p in problems), problems
