@@ -27,3 +27,28 @@ def test_a_lone_epoch_gets_a_marker_and_a_hole_stays_a_gap():
     counts = pl.DataFrame({"epoch": [2647], "nominators": [105]})
     lone_count = nominator_view.counts_figure(counts).data[1]
     assert list(lone_count.x) == [2647] and list(lone_count.y) == [105]
+
+
+def _holders(count: int, top: int, total: int):
+    from shareprice.queries.nominators import Holders
+
+    return Holders(
+        operator_id=5,
+        epoch=3733,
+        count=count,
+        total_effective_shares=total,
+        top_effective_shares=top,
+        operator_shares=total,
+        share_price_perq=10**18,
+        rows=pl.DataFrame(),
+    )
+
+
+def test_concentration_text_counts_in_words():
+    # 1 of 3 parts: 33.33% (truncated); one holder: no "the 1 largest hold"
+    many = nominator_view.concentration_text(_holders(12, 1, 3))
+    assert many == (
+        "12 nominators at epoch 3,733; the 10 largest hold 33.33% of their effective shares"
+    )
+    one = nominator_view.concentration_text(_holders(1, 7, 7))
+    assert one == "1 nominator at epoch 3,733, holding 100.00% of the effective shares"

@@ -289,8 +289,10 @@ def holders_table_html(table: pl.DataFrame) -> str:
 
 
 def concentration_text(holders: Holders) -> str:
+    share = fraction_text(holders.top_share_perq, 2)
+    if holders.count == 1:
+        return f"1 nominator at epoch {holders.epoch:,}, holding {share} of the effective shares"
     return (
         f"{holders.count:,} nominators at epoch {holders.epoch:,}; the "
-        f"{min(holders.count, 10)} largest hold {fraction_text(holders.top_share_perq, 2)} of "
-        "their effective shares"
+        f"{min(holders.count, 10)} largest hold {share} of their effective shares"
     )
