@@ -158,6 +158,7 @@ def run_checks(
     with contextlib.ExitStack() as stack:
         conn = stack.enter_context(engine.connect())
         conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        _custom_plans(conn)
         if statement_timeout_s:
             conn.execute(
                 text("SELECT set_config('statement_timeout', :ms, true)"),
@@ -276,6 +277,14 @@ def run_checks(
     )
 
 
+def _custom_plans(conn: Connection) -> None:
+    """Plan every statement of this transaction for its actual values. A worker runs the same
+    statements chunk after chunk; after five runs the driver prepares them and PostgreSQL may
+    switch to a generic plan, which for the positions walk's jump (bounds unknown) was a scan
+    of every change row: 30 s per chunk instead of 0.05 s at seed scale."""
+    conn.execute(text("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
+
+
 class _Progress:
     """Counts the raw checks' epochs as their chunks come back, for one progress callback."""
 
@@ -332,6 +341,7 @@ def _worker_start(conninfo: str, snapshot: str, timeout_ms: int) -> None:
     raw = conn.connection.dbapi_connection
     assert raw is not None
     raw.execute(psql.SQL("SET TRANSACTION SNAPSHOT {}").format(psql.Literal(snapshot)))
+    _custom_plans(conn)
     if timeout_ms:
         conn.execute(
             text("SELECT set_config('statement_timeout', :ms, true)"), {"ms": str(timeout_ms)}
