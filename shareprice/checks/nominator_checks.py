@@ -718,10 +718,11 @@ def _fast_raw_states(row: Any, x: int, memo: _Decoded):
         raise _Unusual
     try:
         chain_values = _checked(row.chain, row.chain_count)
-        new = [v for v in chain_values if v not in memo.chain]
-        if new:
-            for v, r in zip(new, parser.chain_price_rows(new, epoch=x), strict=True):
-                memo.chain[v] = r
+        for v in chain_values:
+            if v not in memo.chain:
+                # One value at a time: chain_price_rows returns its rows sorted by key, not in
+                # the order of the values it was given.
+                (memo.chain[v],) = parser.chain_price_rows([v], epoch=x)
         rows = [memo.chain[v] for v in chain_values]
         if len({(r[0], r[1], r[2]) for r in rows}) != len(rows):
             raise _Unusual  # a key twice: the parser says so on the whole document
