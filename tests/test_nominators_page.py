@@ -122,7 +122,7 @@ def test_operator_view_counts_holders_and_concentration(scenario):
     at.selectbox(key="nom_operator").set_value(1)
     run(at)
     assert at.query_params["operator"] == "1"
-    assert "1 nominators at epoch 20" in text_of(at)
+    assert "1 nominator at epoch 20, with no effective shares" in text_of(at)
 
 
 def test_explorer_links_to_the_operator_nominators():

@@ -291,6 +291,8 @@ def holders_table_html(table: pl.DataFrame) -> str:
 def concentration_text(holders: Holders) -> str:
     share = fraction_text(holders.top_share_perq, 2)
     if holders.count == 1:
+        if holders.top_share_perq is None:  # its shares are all withdrawn or not yet converted
+            return f"1 nominator at epoch {holders.epoch:,}, with no effective shares"
         return f"1 nominator at epoch {holders.epoch:,}, holding {share} of the effective shares"
     return (
         f"{holders.count:,} nominators at epoch {holders.epoch:,}; the "
