@@ -122,6 +122,7 @@ def check_document(doc: Doc) -> Counter:
     seen: Counter = Counter()
     per_operator: dict[int, list] = {i: [] for i in doc.operators}
     assert set(doc.holds) == set(doc.deposits)
+    assert set(doc.withdrawals) <= set(doc.deposits)  # nominator_key_sets' rule, as on the chain
     for (operator_id, account), payload in doc.deposits.items():
         assert operator_id in doc.operators
         assert list(payload) == ["known", "pending"]
@@ -144,9 +145,14 @@ def check_document(doc: Doc) -> Counter:
                     seen["lazy, known 0"] += 1
             else:
                 seen["pending this epoch"] += 1
-        else:
-            assert shares > 0  # an entry without shares or pending would be gone
-        assert doc.holds[(operator_id, account)] > 0
+        elif shares == 0:
+            # Withdrew everything: the chain (do_withdraw_stake) keeps the entries at 0 until
+            # do_unlock_funds claims the last withdrawal, then removes all of them.
+            assert (operator_id, account) in doc.withdrawals, (doc.epoch, operator_id, account)
+            assert fee == 0 and doc.holds[(operator_id, account)] == 0
+            seen["withdrew all, entries kept"] += 1
+        if shares or pending is not None:
+            assert doc.holds[(operator_id, account)] > 0
         per_operator[operator_id].append((effective, fee))
     for operator_id, payload in doc.operators.items():
         positions = per_operator[operator_id]
@@ -313,6 +319,7 @@ def test_small_profile_documents_obey_every_rule(small_run):
         "withdrawal claimed",
         "withdrawal entry gone",
         "unlockable, not yet claimed",
+        "withdrew all, entries kept",
     ):
         assert seen[what] >= 3, what
 

@@ -18,6 +18,9 @@ Everything is exact integers, following the chain:
   `withdrawalInShares` (epoch E, unlock block). Its stake, floor(s * 10**18 / (P + 1)) at E's
   price, moves into the unlocking `withdrawals` list when the nominator acts again; a claim once
   the unlock block <= headDomainNumber removes unlocked entries, and the entry when none is left.
+  Withdrawing everything leaves the Deposits and DepositOnHold entries in place at 0 shares (as
+  the chain's do_withdraw_stake does) until the last withdrawal is claimed (do_unlock_funds then
+  removes all three), so Withdrawals keys stay a subset of Deposits keys.
 - The operator converts the epoch's deposits in one sum, floor(P * sum / 10**18), which can
   exceed the sum of each deposit's floor by less than the number of deposits: the rounding dust
   that makes `currentTotalShares - sum(effective shares)` a small non-negative number on the real
@@ -83,6 +86,7 @@ class Nominator:
         "deposit_text",
         "has_deposit",
         "hold",
+        "kept",
         "hold_text",
         "known_fee",
         "known_shares",
@@ -100,6 +104,9 @@ class Nominator:
     def __init__(self, account: str) -> None:
         self.account = account  # 64 hex digits (AccountId32)
         self.has_deposit = False
+        #: Withdrew all: the Deposits entry stays, at 0 shares, until the withdrawals are claimed
+        #: (the chain's do_withdraw_stake keeps it; do_unlock_funds removes it with the last one).
+        self.kept = False
         self.known_shares = self.known_fee = self.hold = 0
         self.pending_epoch = -1  # -1: no pending deposit
         self.pending_amount = self.pending_fee = 0
@@ -233,6 +240,7 @@ class Pool:
             self._epoch_depositors.append(nominator)
         if not nominator.has_deposit:
             nominator.has_deposit = True
+            nominator.kept = False
             self.deposit_keys += 1
         nominator.hold += amount
         nominator.deposit_text = nominator.hold_text = None
@@ -257,8 +265,9 @@ class Pool:
         nominator.known_fee -= refund
         nominator.hold -= released
         self.fee -= refund
-        if nominator.known_shares == 0:  # all of it: the Deposits and hold entries go
+        if nominator.known_shares == 0:  # all of it: out of the pool; its entries stay at 0
             nominator.has_deposit = False
+            nominator.kept = True
             self.deposit_keys -= 1
             nominator.known_fee = nominator.hold = 0  # (already 0: the whole fraction)
             if self.dust > self.deposit_keys:
@@ -290,6 +299,7 @@ class Pool:
         nominator.withdrawal_text = None
         if not nominator.has_withdrawal:
             del self.withdrawing[nominator.account]
+            nominator.kept = False  # the last withdrawal claimed: the 0-share entries go too
             self._leave_if_empty(nominator)
         self._texts = None
         return True
@@ -337,7 +347,7 @@ class Pool:
         members, op = self.members, self.operator_le
         for account in self.order:
             n = members[account]
-            if n.has_deposit:
+            if n.has_deposit or n.kept:
                 if n.deposit_text is None:
                     n.deposit_text = _escaped(_deposit_value(op, n))
                 if n.hold_text is None:
