@@ -21,11 +21,13 @@ from shareprice import queries
 from shareprice.cli.common import engine_for, friendly_errors, url_option
 from shareprice.display.explorer_state import format_amount
 from shareprice.display.nominator_view import concentration_text, holders_table, position_lines
+from shareprice.errors import ShareError
 
 
-class InputError(click.ClickException):
+class InputError(ShareError, click.ClickException):
     """An address or operator that names nothing: one line on stderr and exit status 2, as
-    click's own usage errors, without the usage text (the input was well-formed as options)."""
+    click's own usage errors, without the usage text (the input was well-formed as options).
+    A ShareError too, like every failure the library describes (tests/test_errors.py)."""
 
     exit_code = 2
 
