@@ -375,6 +375,18 @@ def test_a_lost_connection_ends_the_run_clearly(raw_copy, workers):
             proc.kill()
 
 
+def test_a_protocol_error_on_a_gone_connection_is_a_lost_connection():
+    # What a backend terminated mid-FETCH raised once in CI (workers=2) instead of an
+    # OperationalError: with the connection gone it must still read as a lost connection.
+    import psycopg
+
+    from shareprice.backfill.pool import describe_failure
+
+    exc = psycopg.InternalError("received 2 results from command 'FETCH FORWARD 8'")
+    assert describe_failure(exc, connection_gone=True).startswith("database connection lost: ")
+    assert "connection lost" not in describe_failure(exc)  # a live connection: a real bug
+
+
 def _mutations():
     from hypothesis import strategies as st
 

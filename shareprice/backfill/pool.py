@@ -64,13 +64,24 @@ def _worker_main(url: str, run_id: int, worker: int, tasks: Any, results: Any, p
             try:
                 results.put(("ok", process_batch(conn, epochs, run_id)))
             except Exception as exc:
-                results.put(("error", describe_failure(exc)))
+                results.put(("error", describe_failure(exc, connection_gone=_gone(conn))))
                 return
 
 
-def describe_failure(exc: BaseException) -> str:
-    """What a worker reports of a failed batch (one masked line; a lost connection says so)."""
-    if isinstance(exc, psycopg.OperationalError | ConnectionLost):
+def _gone(conn: psycopg.Connection) -> bool:
+    """Whether the server side of `conn` is gone (terminated, crashed, network)."""
+    return conn.closed or conn.broken or conn.pgconn.status == psycopg.pq.ConnStatus.BAD
+
+
+def describe_failure(exc: BaseException, *, connection_gone: bool = False) -> str:
+    """What a worker reports of a failed batch (one masked line; a lost connection says so).
+
+    A backend terminated in the middle of a server-side cursor's FETCH can surface as a protocol
+    InternalError ("received 2 results from command FETCH ...") rather than an OperationalError:
+    when the connection is gone afterwards, that is a lost connection too."""
+    if isinstance(exc, psycopg.OperationalError | ConnectionLost) or (
+        connection_gone and isinstance(exc, psycopg.Error)
+    ):
         return f"database connection lost: {error_line(exc)}"
     if isinstance(exc, BackfillError):
         return str(exc)
