@@ -30,7 +30,7 @@ What each proves, on the chain's own arithmetic (DOMAIN.md, "Nominator positions
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -599,6 +599,36 @@ def _nominator_positions_match_raw(conn: Connection, scope: Scope) -> Outcome:
     return Outcome(_status(count), count, examples, note, bad_epochs=frozenset(bad))
 
 
+def _deposit_state(d: Any, chain: dict, epoch: int) -> list[Any]:
+    """One deposit as the walk's state row: known shares and fee, the pending deposit's four
+    fields, effective shares at the document's chain prices, and a slot for the hold (index 7)."""
+    from shareprice.chain import nominators
+
+    p = d.pending
+    return [
+        d.known_shares,
+        d.known_storage_fee_deposit,
+        p.domain_id if p else None,
+        p.domain_epoch if p else None,
+        p.amount if p else None,
+        p.storage_fee_deposit if p else None,
+        nominators.effective_shares(d, chain, epoch),
+        None,
+    ]
+
+
+def _unlocking_rows(unlocking: Iterable[Any]) -> list[dict[str, Any]]:
+    """A withdrawal's unlocking list as stored rows compare with it (amounts as decimal text)."""
+    return [
+        {
+            "unlock_block": u.unlock_block,
+            "amount": str(u.amount),
+            "storage_fee_refund": str(u.storage_fee_refund),
+        }
+        for u in unlocking
+    ]
+
+
 def _raw_states(doc: dict[str, Any], epoch: int):
     from shareprice.chain import nominators, parser
 
@@ -610,17 +640,7 @@ def _raw_states(doc: dict[str, Any], epoch: int):
         chain = {(r[0], r[2]): r[3] for r in rows}
     states: dict[Key, list[Any]] = {}
     for d in positions.deposits:
-        p = d.pending
-        states[(d.operator_id, d.account)] = [
-            d.known_shares,
-            d.known_storage_fee_deposit,
-            p.domain_id if p else None,
-            p.domain_epoch if p else None,
-            p.amount if p else None,
-            p.storage_fee_deposit if p else None,
-            nominators.effective_shares(d, chain, epoch),
-            None,
-        ]
+        states[(d.operator_id, d.account)] = _deposit_state(d, chain, epoch)
     for h in positions.holds:
         states.setdefault((h.operator_id, h.account), [None] * 8)[7] = h.amount
     withdrawals: dict[Key, tuple[Any, ...]] = {}
@@ -634,14 +654,7 @@ def _raw_states(doc: dict[str, Any], epoch: int):
             s.unlock_block if s else None,
             s.shares if s else None,
             s.storage_fee_refund if s else None,
-            [
-                {
-                    "unlock_block": u.unlock_block,
-                    "amount": str(u.amount),
-                    "storage_fee_refund": str(u.storage_fee_refund),
-                }
-                for u in w.unlocking
-            ],
+            _unlocking_rows(w.unlocking),
         )
     return positions, {k: tuple(v) for k, v in states.items()}, withdrawals
 
@@ -743,17 +756,7 @@ def _fast_raw_states(row: Any, x: int, memo: _Decoded):
             key = (d.operator_id, d.account)
             if key in states:
                 raise _Unusual
-            p = d.pending
-            states[key] = [
-                d.known_shares,
-                d.known_storage_fee_deposit,
-                p.domain_id if p else None,
-                p.domain_epoch if p else None,
-                p.amount if p else None,
-                p.storage_fee_deposit if p else None,
-                nominators.effective_shares(d, chain, x),
-                None,
-            ]
+            states[key] = _deposit_state(d, chain, x)
         seen_holds: set[Key] = set()
         for v in _checked(row.holds, row.hold_count):
             held = memo.holds.get(v)
@@ -783,14 +786,7 @@ def _fast_raw_states(row: Any, x: int, memo: _Decoded):
                         unlock,
                         wshares,
                         refund,
-                        [
-                            {
-                                "unlock_block": u.unlock_block,
-                                "amount": str(u.amount),
-                                "storage_fee_refund": str(u.storage_fee_refund),
-                            }
-                            for u in (nominators.Unlocking(*u) for u in unlocking)
-                        ],
+                        _unlocking_rows(nominators.Unlocking(*u) for u in unlocking),
                     ),
                 )
             if w[0] in withdrawals:
