@@ -108,17 +108,19 @@ def _position_cards(view: queries.NominatorView) -> None:
             click.echo(f"  {label:<{width}}  {text}")
 
 
-def _history_table(document: dict[str, Any]) -> pl.DataFrame:
+def _history_table(values: pl.DataFrame) -> pl.DataFrame:
+    """queries.nominator_history's rows as text: exact shares and Shannons, AI3 beside them."""
     rows = [
         {
-            "operator": str(h["operator_id"]),
+            "operator": str(v["operator_id"]),
             "epoch": str(v["epoch"]),
-            "effective shares": v["shares"],
-            "value (AI3)": format_amount(int(v["value"]), "AI3"),
-            "value (Shannons)": v["value"],
+            "effective shares": None
+            if v["effective_shares"] is None
+            else str(v["effective_shares"]),
+            "value (AI3)": "–" if v["value"] is None else format_amount(v["value"], "AI3"),
+            "value (Shannons)": "–" if v["value"] is None else str(v["value"]),
         }
-        for h in document.get("history", [])
-        for v in h["values"]
+        for v in values.iter_rows(named=True)
     ]
     columns = ["operator", "epoch", "effective shares", "value (AI3)", "value (Shannons)"]
     return pl.DataFrame(rows, schema=dict.fromkeys(columns, pl.String))
@@ -127,6 +129,15 @@ def _history_table(document: dict[str, Any]) -> pl.DataFrame:
 def _show_nominator(url: str | None, address: str, history: bool, fmt: str) -> None:
     account = _account(address)
     engine = engine_for(url)
+    if fmt == "table":  # the page's view itself, not the API document built from it
+        view = queries.nominator_positions(engine, account.account)
+        if not view.known:
+            raise InputError(f"ADDRESS: no positions of {account.ss58} are stored")
+        _position_cards(view)
+        if history:
+            click.echo("\nvalue per epoch")
+            _print_table(_history_table(queries.nominator_history(engine, account.account)))
+        return
     document = queries.nominator_document(engine, account, history=history)
     if document is None:
         raise InputError(f"ADDRESS: no positions of {account.ss58} are stored")
@@ -137,7 +148,7 @@ def _show_nominator(url: str | None, address: str, history: bool, fmt: str) -> N
             {"operator_id": h["operator_id"], **v} for h in document["history"] for v in h["values"]
         ]
         _write_csv(values, ("operator_id", "epoch", "shares", "value", "deposit_on_hold"))
-    elif fmt == "csv":
+    else:
         rows = [
             {
                 **p,
@@ -147,11 +158,6 @@ def _show_nominator(url: str | None, address: str, history: bool, fmt: str) -> N
             for p in document["positions"]
         ]
         _write_csv(rows, POSITION_COLUMNS)
-    else:
-        _position_cards(queries.nominator_positions(engine, account.account))
-        if history:
-            click.echo("\nvalue per epoch")
-            _print_table(_history_table(document))
 
 
 def _show_operator(url: str | None, operator_id: int, limit: int, fmt: str) -> None:
