@@ -10,8 +10,12 @@ role (the dashboard's reader) skips saving with a reason instead of failing the 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing as mp
+import os
 import random
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -194,6 +198,7 @@ def run_checks(
                     mp_context=mp.get_context("spawn"),
                     initializer=_worker_start,
                     initargs=(
+                        os.getpid(),
                         db.libpq_url(engine),
                         str(snapshot),
                         int(statement_timeout_s * 1000) if statement_timeout_s else 0,
@@ -327,10 +332,28 @@ class _Progress:
 _worker_conn: Connection | None = None
 
 
-def _worker_start(conninfo: str, snapshot: str, timeout_ms: int) -> None:
+#: prctl(2) option: the signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make the kernel SIGKILL this worker when the coordinator dies, however it dies (Ctrl-C,
+    SIGTERM, SIGKILL): ProcessPoolExecutor only reaps its workers on an orderly exit, and an
+    orphaned worker would hold its connection idle in transaction on the exported snapshot.
+    Linux only (prctl); elsewhere workers still exit when the pool's pipe closes on their next
+    read. If the parent already died before the prctl took effect, exit now."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _worker_start(parent_pid: int, conninfo: str, snapshot: str, timeout_ms: int) -> None:
     """Open this worker's connection and enter the coordinator's exported snapshot, so every
     chunk reads exactly what the coordinator's checks read."""
     global _worker_conn
+    _die_with_parent(parent_pid)
     engine = sa.create_engine(
         "postgresql+psycopg://",
         creator=lambda: db.connect(conninfo, application_name="shareprice check worker"),
