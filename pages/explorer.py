@@ -66,6 +66,10 @@ with ui.page_guard():
             st.session_state.ex_preset, first, last
         )
 
+    for key in explorer_state.MORE_DISPLAY_KEYS:  # kept while their widgets are not drawn
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
     def _choose(ids: tuple[int, ...]) -> None:
         st.session_state.ex_ops = list(ids)
 
@@ -174,43 +178,56 @@ with ui.page_guard():
             key="ex_mode",
             required=True,
         )
-        axis_help = (
-            "Auto: plotly's range; Fit: the data's min to max plus 5 %; Log: a log axis "
-            "(Fit where a log axis cannot draw, e.g. changes per epoch)."
-        )
-        for key, label in (
-            ("ex_scale", "Price axis"),
-            ("ex_stake_scale", "Stake axis"),
-            ("ex_rewards_scale", "Rewards axis"),
-        ):
-            st.segmented_control(
-                label,
-                list(charts.SCALES),
-                format_func=lambda s: charts.SCALES.get(s, str(s)),
-                key=key,
-                required=True,
-                help=axis_help,
-            )
-        st.segmented_control("Unit", list(charts.UNITS), key="ex_unit", required=True)
-        band_help = (
-            "Percentiles (5/25/50/75/95) of every operator's price per epoch, drawn behind "
-            "the selected operators (absolute mode)."
-        )
-        if not band_allowed:
-            band_help = (
-                f"Needs at least {charts.BAND_MIN_OPERATORS} operators: percentiles of "
-                f"{domain.operators if domain else 0} prices mean nothing."
-            )
-        st.toggle("All-operators band", key="ex_band", disabled=not band_allowed, help=band_help)
-        if not band_allowed:
-            st.caption(f"Band off: {band_help}")
-        st.toggle("Totals", key="ex_totals", help="Total stake and total rewards of all operators.")
-        st.toggle(
-            "Live",
-            key="ex_live",
-            help=f"Check for new data every {explorer_state.LIVE_POLL_SECONDS} s and redraw "
-            "when there is some.",
-        )
+        # The other display options are drawn only while this is open: widgets inside a closed
+        # expander are still sent and drawn, and these seven cost the first view ~0.5 s of the
+        # browser's main thread (bench render). Their values stay in session state (above).
+        with st.expander(
+            "Axes, unit, band, totals, live", key="ex_more", on_change="rerun"
+        ) as more:
+            if more.open:
+                axis_help = (
+                    "Auto: plotly's range; Fit: the data's min to max plus 5 %; Log: a log axis "
+                    "(Fit where a log axis cannot draw, e.g. changes per epoch)."
+                )
+                for key, label in (
+                    ("ex_scale", "Price axis"),
+                    ("ex_stake_scale", "Stake axis"),
+                    ("ex_rewards_scale", "Rewards axis"),
+                ):
+                    st.segmented_control(
+                        label,
+                        list(charts.SCALES),
+                        format_func=lambda s: charts.SCALES.get(s, str(s)),
+                        key=key,
+                        required=True,
+                        help=axis_help,
+                    )
+                st.segmented_control("Unit", list(charts.UNITS), key="ex_unit", required=True)
+                band_help = (
+                    "Percentiles (5/25/50/75/95) of every operator's price per epoch, drawn behind "
+                    "the selected operators (absolute mode)."
+                )
+                if not band_allowed:
+                    band_help = (
+                        f"Needs at least {charts.BAND_MIN_OPERATORS} operators: percentiles of "
+                        f"{domain.operators if domain else 0} prices mean nothing."
+                    )
+                st.toggle(
+                    "All-operators band", key="ex_band", disabled=not band_allowed, help=band_help
+                )
+                if not band_allowed:
+                    st.caption(f"Band off: {band_help}")
+                st.toggle(
+                    "Totals",
+                    key="ex_totals",
+                    help="Total stake and total rewards of all operators.",
+                )
+                st.toggle(
+                    "Live",
+                    key="ex_live",
+                    help=f"Check for new data every {explorer_state.LIVE_POLL_SECONDS} s and redraw "
+                    "when there is some.",
+                )
         # (the connection notice is in the sidebar already: dashboard.py shows it on every page)
 
     presets, slider = controls.columns([3, 5], vertical_alignment="bottom")

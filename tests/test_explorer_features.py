@@ -224,6 +224,8 @@ def test_summary_metrics_equal_the_tables(db_url, holed):
     assert f"({float(share) * 100:.2f}% of the total)" in metrics["Total stake (AI3)"].help
     assert metrics["Rewards, latest epoch (AI3)"].value == ai3(int(rewards))  # < 1,000 AI3
     assert metrics["Operators active"].value == str(count) == "12"
+    at.session_state["ex_more"] = True  # open "Axes, unit, band, totals, live"
+    run(at)
     at.segmented_control(key="ex_unit").set_value("Shannons")
     run(at)
     metrics = summary_of(at)
@@ -261,6 +263,8 @@ def test_bars_totals_hover_and_axes(db_url, holed):
     assert layout["yaxis2"].get("type", "linear") == "linear" and layout["yaxis2"]["autorange"]
     assert layout["yaxis3"]["type"] == "log"
     assert layout["yaxis2"]["tickformat"] == ".3~s"  # 1.5M, not 1.5e+6
+    at.session_state["ex_more"] = True  # open "Axes, unit, band, totals, live"
+    run(at)
     at.toggle(key="ex_totals").set_value(True)
     at.segmented_control(key="ex_stake_scale").set_value("log")
     at.segmented_control(key="ex_scale").set_value("auto")
@@ -279,8 +283,9 @@ def test_bars_totals_hover_and_axes(db_url, holed):
 
 def test_band_needs_ten_operators(db_url, engine):
     load(engine, [Row(o, e, PERQ + o + e) for o in (1, 2) for e in range(50)])
-    at = run(AppTest.from_file(PAGE, default_timeout=60))
-    band = at.toggle(key="ex_band")
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["ex_more"] = True  # open "Axes, unit, band, totals, live"
+    band = run(at).toggle(key="ex_band")
     assert band.disabled
     assert "at least 10 operators" in " ".join(c.value for c in at.caption)
     names = [t.get("name") or "" for t in spec_of(at)["data"]]

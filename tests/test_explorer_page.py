@@ -190,6 +190,12 @@ def test_page_restores_state_from_the_link(db_url, loaded):
     assert at.multiselect(key="ex_ops").value == [7, 1]
     assert at.slider(key="ex_range").value == (10, 20)
     assert at.segmented_control(key="ex_mode").value == "indexed"
+    # the unit's control is drawn only while its expander is open; the link's unit holds anyway
+    assert "ex_unit" not in {w.key for w in at.segmented_control}
+    assert at.expander[0].label.startswith("Axes, unit")
+    assert at.query_params["unit"] == "shannons" and at.query_params["scale"] == "log"
+    at.session_state["ex_more"] = True
+    run(at)
     assert at.segmented_control(key="ex_unit").value == "Shannons"
     assert not at.warning or all("read-write" in w.value for w in at.warning)
     spec = chart_spec(at)
@@ -271,3 +277,27 @@ def test_download_is_exactly_what_is_drawn(engine, loaded):
     table = pq.read_table(io.BytesIO(explorer_state.parquet_bytes(shown)))
     assert table.num_rows == shown.height
     assert int(table.column("stake_shannons")[0].as_py()) == series["stake"][0]
+
+
+def test_display_options_keep_their_values_while_closed(db_url, loaded):
+    """The axes, unit, band, totals and live controls are drawn only while their expander is
+    open (first-view speed); closing it must not reset what they were set to."""
+    at = AppTest.from_file(PAGE, default_timeout=60)
+    at.session_state["ex_more"] = True
+    run(at)
+    at.segmented_control(key="ex_unit").set_value("Shannons")
+    at.toggle(key="ex_totals").set_value(True)
+    at.segmented_control(key="ex_stake_scale").set_value("log")
+    run(at)
+    at.session_state["ex_more"] = False
+    run(at)
+    assert not [w for w in at.segmented_control if w.key == "ex_unit"]
+    run(at)  # a second run with the controls still not drawn
+    assert at.query_params["unit"] == "shannons"
+    assert at.query_params["totals"] == "1" and at.query_params["stake_scale"] == "log"
+    names = {t.get("name") for t in chart_spec(at)["data"]}
+    assert {"Total stake", "Total rewards"} <= names
+    at.session_state["ex_more"] = True
+    run(at)
+    assert at.segmented_control(key="ex_unit").value == "Shannons"
+    assert at.toggle(key="ex_totals").value is True

@@ -291,6 +291,19 @@ def _ids(value: object) -> tuple[int, ...]:
     return tuple(int(o) for o in value) if isinstance(value, list | tuple) else ()
 
 
+#: Widgets the explorer draws only while "Axes, unit, band, totals, live" is open. A widget that
+#: is not drawn loses its value at the end of the run, so the page writes these back each run.
+MORE_DISPLAY_KEYS = (
+    "ex_scale",
+    "ex_stake_scale",
+    "ex_rewards_scale",
+    "ex_unit",
+    "ex_band",
+    "ex_totals",
+    "ex_live",
+)
+
+
 def state_from_widgets(values: Mapping[str, Any]) -> ExplorerState:
     preset = values.get("ex_preset")
     window = values.get("ex_range")
