@@ -1,8 +1,11 @@
 """The explorer page: state in the URL (validated), widgets drive the request, never a traceback."""
 
+import base64
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from helpers.normalized_rows import Row, load
@@ -225,6 +228,33 @@ def test_downloads_are_what_is_shown(db_url, loaded):
     }
 
 
+def plotly_values(array) -> np.ndarray:
+    """A plotly JSON array: a list, or a base64 typed array {"dtype", "bdata"}."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+    return np.array([np.nan if v is None else v for v in array], dtype=np.float64)
+
+
+def assert_dates_once(spec: dict) -> None:
+    """Hover dates travel once per figure: one invisible first trace on its own hidden axis,
+    at every epoch any operator's line draws, in date order; no other trace carries them."""
+    dated = [t for t in spec["data"] if t.get("customdata") is not None]
+    assert len(dated) == 1 and dated[0] is spec["data"][0]
+    (trace,) = dated
+    assert trace["yaxis"] == "y4" and trace["showlegend"] is False
+    axis = spec["layout"]["yaxis4"]
+    assert axis["overlaying"] == "y" and axis["visible"] is False
+    drawn: set[float] = set()
+    for line in spec["data"]:
+        if line.get("yaxis") == "y" and line.get("mode") == "lines" and line.get("legendgroup"):
+            x, y = plotly_values(line["x"]), plotly_values(line["y"])
+            drawn |= set(x[~np.isnan(y)].tolist())
+    assert plotly_values(trace["x"]).tolist() == sorted(drawn)
+    dates = trace["customdata"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", d) for d in dates)
+    assert dates == sorted(dates)
+
+
 def test_page_on_generated_demo_data(normalized_small_url, raw_small_summary, monkeypatch):
     monkeypatch.setenv(
         "SHAREPRICE_DATABASE_URL", normalized_small_url.render_as_string(hide_password=False)
@@ -239,7 +269,7 @@ def test_page_on_generated_demo_data(normalized_small_url, raw_small_summary, mo
     spec = chart_spec(at)
     marks = [t["text"][0] for t in spec["data"] if t.get("mode") == "markers+text"]
     assert "slashed" in marks
-    assert any("UTC" in str(t.get("customdata")) for t in spec["data"] if t.get("customdata"))
+    assert_dates_once(spec)
     assert not at.table  # the cards' table is built only when asked for
     at.toggle(key="ex_cards_table").set_value(True)
     run(at)
