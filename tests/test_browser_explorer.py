@@ -114,6 +114,18 @@ def test_explorer_selection_range_and_shared_url(explorer_url):
             shared = page.url
             assert re.search(r"ops=3(%2C|,)5", shared), shared
 
+            # downloads sit behind one "Download" button; the wide CSV is the shown epochs
+            page.get_by_role("button", name="Download", exact=True).click()
+            wide = page.get_by_role("button", name="Wide CSV (raw)")
+            wide.wait_for(timeout=60_000)
+            with page.expect_download(timeout=60_000) as download:
+                wide.click()
+            lines = Path(download.value.path()).read_text().splitlines()
+            assert lines[0].startswith("epoch,startBlock,endBlock,totalStake,")
+            assert {"stake3", "stake5", "rewards3", "rewards5"} <= set(lines[0].split(","))
+            assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(200, 400))
+            page.keyboard.press("Escape")
+
             # the shared link, opened fresh, shows the same view
             other = browser.new_page()
             other.goto(shared, wait_until="domcontentloaded", timeout=60_000)

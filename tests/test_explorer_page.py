@@ -221,6 +221,9 @@ def test_hostile_link_on_the_page(db_url, loaded, engine):
 
 def test_downloads_are_what_is_shown(db_url, loaded):
     at = run(AppTest.from_file(PAGE, default_timeout=60))
+    assert not at.get("download_button")  # built only while the Download menu is open
+    at.session_state["ex_downloads"] = True
+    run(at)
     assert {b.label for b in at.get("download_button")} == {
         "Download CSV",
         "Wide CSV (raw)",
