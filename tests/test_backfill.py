@@ -540,3 +540,59 @@ def test_rows_flushed_mid_batch_give_the_same_tables(raw_copy, normalized_small_
     assert after["operator_share_prices"] == expected["operator_share_prices"]
     assert after["operator_shares"] == expected["operator_shares"]
     assert after["operators_metadata"] == expected["operators_metadata"]
+
+
+_TOTALS_LIVE = """
+SELECT n.epoch, count(s.epoch), sum(s.stake_raw), sum(s.storage_fee_raw), sum(s.rewards_raw)
+FROM epoch_normalizations n LEFT JOIN operator_shares s ON s.epoch = n.epoch
+GROUP BY n.epoch ORDER BY n.epoch
+"""
+_TOTALS_STORED = """
+SELECT n.epoch, t.operators, t.total_stake, t.total_storage_fee, t.total_rewards
+FROM epoch_normalizations n LEFT JOIN epoch_totals t ON t.epoch = n.epoch ORDER BY n.epoch
+"""
+
+
+def test_stored_epoch_totals_equal_the_rows_after_every_kind_of_write(raw_copy, monkeypatch):
+    """sql/070: a batch's totals come from its own inserted states (no scan of the table);
+    split inserts add up, re-normalized epochs start over, UPDATE recomputes, TRUNCATE empties,
+    and a mark whose count the stored row disagrees with is repaired from the table."""
+    monkeypatch.setattr(batch, "FLUSH_ROWS", 7)  # every epoch's rows in several COPYs
+    engine = db.get_engine(raw_copy)
+    assert backfill.run_backfill(engine, backfill.Options(workers=1, batch_size=30)).ok
+
+    def stored_equals_live() -> None:
+        with connect(raw_copy) as conn:
+            live = conn.execute(_TOTALS_LIVE).fetchall()
+            assert conn.execute(_TOTALS_STORED).fetchall() == live
+            # Both kinds: epochs without operator states (operators = 0, NULL sums) and with.
+            assert len(live) == 80 and {n > 0 for _, n, *_ in live} == {False, True}
+
+    stored_equals_live()
+    with connect(raw_copy) as conn:
+        conn.execute("UPDATE epochs SET data = data || '{\"touched\": 1}' WHERE epoch % 4 = 0")
+    assert backfill.run_backfill(engine, backfill.Options(workers=1, batch_size=30)).ok
+    stored_equals_live()
+    with connect(raw_copy) as conn:
+        conn.execute("UPDATE operator_shares SET stake_raw = stake_raw + 7 WHERE epoch = 5")
+        conn.execute("UPDATE operator_shares SET rewards_raw = NULL WHERE epoch = 6")
+    stored_equals_live()
+    with connect(raw_copy) as conn:
+        # An epoch's states deleted and inserted again in two statements: the parts add up.
+        conn.execute("CREATE TEMP TABLE kept AS SELECT * FROM operator_shares WHERE epoch = 7")
+        conn.execute("DELETE FROM operator_shares WHERE epoch = 7")
+        # The first part carries no rewards: its NULL sum plus the second part's is the second's.
+        conn.execute("UPDATE kept SET rewards_raw = NULL WHERE operator_id % 2 = 0")
+        conn.execute("INSERT INTO operator_shares SELECT * FROM kept WHERE operator_id % 2 = 0")
+        conn.execute("INSERT INTO operator_shares SELECT * FROM kept WHERE operator_id % 2 = 1")
+        assert conn.execute("SELECT count(*) > 2 FROM kept").fetchone() == (True,)
+    stored_equals_live()
+    with connect(raw_copy) as conn:
+        # A stored row that disagrees with its mark's count is recomputed when marked again.
+        conn.execute("UPDATE epoch_totals SET operators = 1, total_stake = 1 WHERE epoch = 9")
+        conn.execute("UPDATE epoch_normalizations SET revision = -1 WHERE epoch = 9")
+        conn.execute("TRUNCATE operator_shares")
+        assert conn.execute("SELECT count(*) FROM epoch_totals").fetchone() == (0,)
+        conn.execute("TRUNCATE operator_share_prices, epoch_normalizations")
+    assert backfill.run_backfill(engine, backfill.Options(workers=1, batch_size=30)).ok
+    stored_equals_live()

@@ -8,6 +8,7 @@ writes through.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,12 +105,15 @@ def process_batch(
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (BARRIER_KEY,))
                 touched = begin_batch(conn, epochs, replace_all=replace_all)
-                rows = prefetch(fetch(conn, epochs))
-                for parsed in parse_batch(rows, partial(load_document, conn), batch.add):
-                    if parsed.error is not None:
-                        batch.fail(parsed.raw, str(parsed.error))
-                    elif batch.buffered >= FLUSH_ROWS:
-                        batch.flush(conn)  # between the prefetching thread's FETCHes
+                # closing(): a statement failing mid-batch (a mid-batch flush's COPY) stops the
+                # prefetching thread here, before the rollback and the retry, not whenever the
+                # generator is collected (its FETCHes would race the retry's statements).
+                with contextlib.closing(prefetch(fetch(conn, epochs))) as rows:
+                    for parsed in parse_batch(rows, partial(load_document, conn), batch.add):
+                        if parsed.error is not None:
+                            batch.fail(parsed.raw, str(parsed.error))
+                        elif batch.buffered >= FLUSH_ROWS:
+                            batch.flush(conn)  # between the prefetching thread's FETCHes
                 read_s = time.perf_counter() - started
                 counts = finish_batch(conn, batch, run_id, touched)
         except psycopg.errors.UniqueViolation:

@@ -38,7 +38,7 @@ import contextlib
 import gc
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -263,7 +263,9 @@ def fetch(conn: psycopg.Connection, epochs: Sequence[int]) -> Iterator[RawEpoch]
 _DONE = object()
 
 
-def prefetch(rows: Iterator[RawEpoch], depth: int = _ROWS_PER_FETCH) -> Iterator[RawEpoch]:
+def prefetch(
+    rows: Iterator[RawEpoch], depth: int = _ROWS_PER_FETCH
+) -> Generator[RawEpoch, None, None]:
     """Iterate `rows` in a background thread, up to `depth` rows ahead.
 
     The server extracts the next documents while this thread parses the current ones (the
