@@ -244,7 +244,8 @@ def assert_dates_once(spec: dict) -> None:
     dated = [t for t in spec["data"] if t.get("customdata") is not None]
     assert len(dated) == 1 and dated[0] is spec["data"][0]
     (trace,) = dated
-    assert trace["yaxis"] == "y4" and trace["showlegend"] is False
+    assert trace["yaxis"] == "y4" and trace["showlegend"] is False and trace["mode"] == "none"
+    assert spec["layout"]["xaxis"]["unifiedhovertitle"]["text"].startswith("epoch ")
     axis = spec["layout"]["yaxis4"]
     assert axis["overlaying"] == "y" and axis["visible"] is False
     drawn: set[float] = set()

@@ -230,8 +230,7 @@ def _add_hover_dates(fig: go.Figure, epochs: pl.Series, dates: Mapping[int, str]
         go.Scatter(
             x=drawn.astype(np.float32),
             y=np.zeros(len(drawn), dtype=np.int8),
-            mode="lines",
-            line={"width": 0, "color": "rgba(0, 0, 0, 0)"},
+            mode="none",  # nothing drawn (no path of thousands of points), hover only
             customdata=np.array([dates.get(int(e), "") for e in drawn], dtype=object),
             hovertemplate="%{customdata}<extra></extra>",
             name="date",
@@ -376,6 +375,7 @@ def explorer_figure(
     xaxis: dict[str, object] = {
         "title": {"text": "epoch"},
         "anchor": "y3",
+        "unifiedhovertitle": {"text": "epoch %{x:,}"},  # the tooltip's header, not a bare number
         "showspikes": True,
         "spikemode": "across",
         "spikesnap": "cursor",
