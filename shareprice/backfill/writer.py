@@ -495,6 +495,12 @@ def prepare_connection(conn: psycopg.Connection) -> None:
         # A commit need not wait for its WAL flush: a server crash can lose the last batches,
         # never half of one, and the next run redoes whatever epoch_normalizations lacks.
         conn.execute("SET synchronous_commit = off")
+        # This session only. Each FETCH of the raw reader's cursor materializes its rows (~8
+        # documents' parts, ~20 MB at seed scale) in a tuplestore before sending them: with the
+        # default 4 MB that went to a temporary file and back on every FETCH (~10 % of the
+        # backend's CPU in perf, write syscalls and the file's removal included). The bands'
+        # percentile sort of a batch's prices (sql/020) stays in memory too.
+        conn.execute("SET work_mem = '64MB'")
 
 
 #: Rows buffered before a batch COPYs them (~30 MB of text): the batch's memory bound. Large
