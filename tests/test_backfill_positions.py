@@ -660,21 +660,30 @@ def test_an_upper_case_key_is_refused_by_the_parts_path(real):
         positions.build(real["epoch"], 0, None, [upper], [], [], {}, None)
 
 
-def _rows_by_build(docs: dict[int, dict]) -> set:
+def _rows_by_build(docs: dict[int, dict], changed_prices: str = "unknown") -> set:
     """positions.build over consecutive documents, each compared with the previous one's items,
-    as rows in expected_rows' form."""
+    as rows in expected_rows' form. changed_prices: what build is told of the chain prices
+    that moved since the previous document: "unknown" (None), "exact" (the keys whose price
+    differs), "none" (an empty set, wrong when one moved: a negative control)."""
     from shareprice.backfill import positions
 
-    base, rows = None, set()
+    base, rows, before = None, set(), None
     for epoch in sorted(docs):
         doc = docs[epoch]
         values = {
             n: [e["value"] for e in doc[n]["entries"]]
             for n in ("deposits", "depositOnHold", "withdrawals")
         }
+        prices = _chain_prices(doc)
+        told = None
+        if before is not None and changed_prices == "exact":
+            told = {k for k in prices.keys() | before.keys() if prices.get(k) != before.get(k)}
+        elif before is not None and changed_prices == "none":
+            told = set()
+        before = prices
         base, changes = positions.build(
             epoch, 0, None, values["deposits"], values["withdrawals"], values["depositOnHold"],
-            _chain_prices(doc), base,
+            prices, base, changed_prices=told,
         )  # fmt: skip
         for op, account, state in changes.rows:
             rows.add((op, account, epoch, (None,) * 8 if state is None else tuple(state[2:])))
@@ -711,6 +720,12 @@ def test_a_half_removed_position_and_a_changed_chain_price_write_exactly_their_c
     expected, _, _ = expected_rows(docs)
     got = _rows_by_build(docs)
     assert got == expected
+    # Told exactly which prices moved (as the reader's ChainDiff tells it), build revisits only
+    # the pending deposits of those prices and of epochs that just ended: the same rows. Told
+    # that none moved, the deposits settled on the moved price keep their old effective shares.
+    assert _rows_by_build(docs, "exact") == expected
+    missed = expected - _rows_by_build(docs, "none")
+    assert missed and {r[2] for r in missed} == {2648}
     # The changes are really there: the hold's closing of its state, the price move, the return.
     at_2648 = {(r[0], r[1]) for r in expected if r[2] == 2648}
     assert hold_gone in at_2648 and deposit_gone in at_2648 and len(at_2648) > 2

@@ -28,8 +28,9 @@ the whole document with parse_positions, whose ParseError names epoch, item and 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
 from typing import Final
 
 from shareprice.chain.codec import DOMAINS_PALLET, KEY_PREFIX_LEN
@@ -105,6 +106,10 @@ class EpochItems:
     #: Keys whose state has a pending deposit (its effective shares can change while its text
     #: stays the same: the conversion at the end of its epoch, or a chain price that changed).
     pending: set[str]
+    #: Of those, the ones whose pending epoch had ended at `epoch`, with the chain price key
+    #: their effective shares were computed from: while their texts stay the same, only a
+    #: change of that one price can change them.
+    settled: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +151,12 @@ def build(
     base: EpochItems | None,
     *,
     lower: bool = False,
+    changed_prices: AbstractSet[tuple[int, int, int]] | None = None,
 ) -> tuple[EpochItems, PositionChanges]:
     """The items of `epoch` (its document's entry values, in any order) and its change rows
     against `base` (the items of epoch - 1, or None: full rows). `prices`: this document's
-    chain prices, for effective shares."""
+    chain prices, for effective shares. `changed_prices`: every price key whose value in
+    `prices` may differ from the map `base` was built with (None: any may)."""
     deposits = _by_key(deposit_values, "deposits", epoch, lower)
     holds = _by_key(hold_values, "depositOnHold", epoch, lower)
     withdrawals = _by_key(withdrawal_values, "withdrawals", epoch, lower)
@@ -157,10 +164,12 @@ def build(
         raise ValueError(f"base epoch {base.epoch} is not epoch {epoch} - 1")
     rows: list[tuple[int, str, PositionState | None]] = []
     pending: set[str]
+    settled: dict[str, tuple[int, int, int]]
     if base is None:
         entries: dict[str, PositionState] = {}
         changed: set[str] = deposits.keys() | holds.keys()
         pending = set()
+        settled = {}
     else:
         # One C-level pass finds the keys whose deposit or hold text differs from E-1's (or
         # appeared, or vanished); every other key keeps E-1's state object as it is.
@@ -168,15 +177,27 @@ def build(
         changed = {k for k, _ in deposits.items() ^ base.deposits.items()}
         changed.update(k for k, _ in holds.items() ^ base.holds.items())
         pending = base.pending - changed
+        settled = base.settled.copy()
+        for key in changed:
+            settled.pop(key, None)
+        # Same texts, pending deposit: the same fields; only the effective shares can move:
+        # at the end of the pending epoch, or when the one chain price they use changed. A
+        # seed-scale epoch holds ~2,200 such keys whose epoch ended long ago, and prices of
+        # ended epochs do not change: only the others are looked at, unless one of those
+        # prices did change (or the caller cannot say which changed).
+        check: Collection[str] = pending
+        if changed_prices is not None and changed_prices.isdisjoint(settled.values()):
+            check = pending.difference(settled)
         prices_get = prices.get
-        # Same texts, pending deposit: the same fields; only the effective shares can move.
-        for key in pending:
+        for key in check:
             before = entries[key]
             pending_epoch = before[_PENDING_EPOCH]
             if pending_epoch is None or pending_epoch >= epoch:
                 continue
             # known + floor(P * pending amount / 10^18); None without P (inlined: hot).
-            price = prices_get((before[0], before[4], pending_epoch))  # type: ignore[arg-type]
+            price_key = (before[0], before[4], pending_epoch)
+            settled[key] = price_key  # type: ignore[assignment]
+            price = prices_get(price_key)  # type: ignore[arg-type]
             effective = None if price is None else before[2] + price * before[6] // PERQ  # type: ignore[operator]
             if effective != before[_EFFECTIVE]:
                 state = (*before[:_EFFECTIVE], effective, before[9])
@@ -207,6 +228,8 @@ def build(
         )
         if d is not None and new_state[_PENDING_EPOCH] is not None:
             pending.add(key)
+            if new_state[_PENDING_EPOCH] < epoch:
+                settled[key] = (new_state[0], new_state[4], new_state[5])  # type: ignore[assignment]
         if before_state is not None and new_state == before_state:
             continue  # another spelling of the same state: E-1's state stays
         entries[key] = new_state
@@ -233,7 +256,7 @@ def build(
             w_before = base.withdrawal_entries[key][1]
             w_rows.append((w_before[0], w_before[1], None))
     items = EpochItems(
-        epoch, revision, head_domain_number, entries, w_entries, deposits, holds, pending
+        epoch, revision, head_domain_number, entries, w_entries, deposits, holds, pending, settled
     )
     changes = PositionChanges(
         epoch,

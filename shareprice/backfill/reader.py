@@ -326,14 +326,29 @@ class ChainDiff:
 
     def __init__(self) -> None:
         self._previous: dict[str, str] | None = None
+        self._previous_epoch: int | None = None
         self.prices: dict[tuple[int, int, int], int] = {}
+        #: After parse(): the epoch of the document `prices` was diffed against and the keys
+        #: whose price may differ from that document's map (new, changed or vanished
+        #: entries); None when this document's map was built from all of its entries.
+        self.changed_since: int | None = None
+        self.changed: set[tuple[int, int, int]] | None = None
 
     def forget(self) -> None:
         self._previous = None
+        self._previous_epoch = None
         self.prices = {}
+        self.changed_since = self.changed = None
+
+    def changed_from(self, epoch: int) -> set[tuple[int, int, int]] | None:
+        """The keys whose price may differ from the map of the document of `epoch` (None:
+        unknown, e.g. the map was not diffed against that document)."""
+        return self.changed if self.changed_since == epoch else None
 
     def parse(self, epoch: int, values: list[str], count: Any) -> list[ChainRow]:
         previous, self._previous = self._previous, None
+        previous_epoch, self._previous_epoch = self._previous_epoch, None
+        self.changed_since = self.changed = None
         # The previous document's map (when `previous` is set, nothing forgot it since); empty
         # until this document parsed, so a failure leaves no stale prices.
         known, self.prices = self.prices, {}
@@ -343,6 +358,7 @@ class ChainDiff:
             raise _Unusual
         keys = [v[:_CHAIN_KEY_LEN] for v in values]
         current = dict(zip(keys, values, strict=True))
+        changed: set[tuple[int, int, int]] | None = None
         if len(current) != len(values) or previous is None:
             # The batch's first document, or a key repeated (the parser decides what it is).
             rows = chain_price_rows(values, epoch=epoch)
@@ -355,20 +371,24 @@ class ChainDiff:
             prices = known
             # Entries that vanished (dumps that keep a window of history): out of the map. Their
             # keys parsed when they were new, so they decode.
+            changed = set()
             for k in previous.keys() - current.keys():
                 raw = bytes.fromhex(k[KEY_PREFIX_LEN:])
-                prices.pop(
-                    (
-                        int.from_bytes(raw[0:8], "little"),
-                        int.from_bytes(raw[8:12], "little"),
-                        int.from_bytes(raw[12:16], "little"),
-                    ),
-                    None,
+                gone = (
+                    int.from_bytes(raw[0:8], "little"),
+                    int.from_bytes(raw[8:12], "little"),
+                    int.from_bytes(raw[12:16], "little"),
                 )
+                prices.pop(gone, None)
+                changed.add(gone)
             for o, d, de, v in rows:
                 prices[(o, d, de)] = v
+                changed.add((o, d, de))
         self._previous = current
+        self._previous_epoch = epoch
         self.prices = prices
+        if changed is not None:
+            self.changed_since, self.changed = previous_epoch, changed
         return rows
 
 
@@ -386,7 +406,11 @@ def _checked_values(values: list[str | None] | None, count: Any) -> list[str] | 
 
 
 def _parts_positions(
-    raw: RawEpoch, epoch: int, prices: dict[tuple[int, int, int], int], base: EpochItems | None
+    raw: RawEpoch,
+    epoch: int,
+    prices: dict[tuple[int, int, int], int],
+    base: EpochItems | None,
+    changed_prices: set[tuple[int, int, int]] | None = None,
 ) -> tuple[EpochItems, PositionChanges] | None:
     """The position items of a fast row (None: the document carries no `deposits` item)."""
     deposits = _checked_values(raw.deposit_values, raw.deposit_count)
@@ -395,7 +419,17 @@ def _parts_positions(
     if deposits is None:
         return None
     head = head_domain_number(raw.head, epoch)
-    return positions.build(epoch, raw.revision, head, deposits, withdrawals, holds, prices, base)
+    return positions.build(
+        epoch,
+        raw.revision,
+        head,
+        deposits,
+        withdrawals,
+        holds,
+        prices,
+        base,
+        changed_prices=changed_prices if base is not None else None,
+    )
 
 
 def _parse_parts(
@@ -440,7 +474,11 @@ def _parse_parts(
         epoch,
         operators,
         prices,
-        _parts_positions(raw, epoch, chain.prices, _base_for(base, epoch)),
+        # The prices that moved since E-1's document (diffed in this batch: then `base` was
+        # built from that very document's map), so settled pending deposits are not revisited.
+        _parts_positions(
+            raw, epoch, chain.prices, _base_for(base, epoch), chain.changed_from(epoch - 1)
+        ),
     )
 
 
