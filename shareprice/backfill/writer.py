@@ -133,6 +133,11 @@ class BatchRows:
     failures: list[Failure] = field(default_factory=list)
     #: Rows already sent by flush() (the lists above hold only what is not sent yet).
     counts: WriteCounts = field(default_factory=lambda: WriteCounts())
+    #: Where each run of SORT_CHUNK_EPOCHS epochs starts in `prices` and `shares` (the same
+    #: index in both: one line each per operator), while epochs arrive in ascending order.
+    _run_starts: list[int] = field(default_factory=list)
+    _last_run: int = -1
+    _ascending: bool = True
 
     def flush(self, conn: psycopg.Connection) -> None:
         """COPY the buffered rows now (inside the batch's transaction), so a batch's memory is
@@ -156,7 +161,7 @@ class BatchRows:
             ):
                 if lines:
                     if lines is self.prices or lines is self.shares:
-                        lines.sort(key=_epoch_chunk_key)
+                        self._sort_by_run(lines)
                     else:
                         lines.sort()
                     with cur.copy(statement) as copy:
@@ -174,6 +179,20 @@ class BatchRows:
             self.epoch_positions,
         ):
             lines.clear()
+        self._run_starts.clear()
+        self._last_run = -1
+        self._ascending = True
+
+    def _sort_by_run(self, lines: list[str]) -> None:
+        """Sort by (run of epochs, line). Epochs arrive in ascending order, so each run's lines
+        are one slice: sorting the slices as plain strings gives that order without a key
+        function per line (~0.5-1 ms per epoch and table at seed scale)."""
+        if not self._ascending:
+            lines.sort(key=_epoch_chunk_key)
+            return
+        ends = [*self._run_starts[1:], len(lines)]
+        for start, end in zip(self._run_starts, ends, strict=True):
+            lines[start:end] = sorted(lines[start:end])
 
     @property
     def buffered(self) -> int:
@@ -232,6 +251,12 @@ class BatchRows:
             self.withdrawals.extend(position_lines[1])
             self.epoch_positions.append(position_lines[2])
             self.accounts.update(position_lines[3])
+        run = epoch // SORT_CHUNK_EPOCHS
+        if run != self._last_run:
+            if run < self._last_run:
+                self._ascending = False
+            self._last_run = run
+            self._run_starts.append(len(self.prices))
         self.prices.extend(prices)
         self.shares.extend(shares)
         table = self.chain
