@@ -29,6 +29,7 @@ What each proves, on the chain's own arithmetic (DOMAIN.md, "Nominator positions
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -42,9 +43,12 @@ from shareprice.checks.definitions import SLASHED_STATUSES, _status, changed_epo
 from shareprice.checks.registry import MAX_EXAMPLES, Outcome, Scope, check
 
 PERQ = 10**18
-#: Epochs per chunk of the raw positions check (each chunk re-reads its starting state, ~0.1 s,
-#: and decodes each distinct entry text once).
-POSITIONS_CHUNK = 100
+#: Epochs per chunk of the raw positions check: each chunk starts with a jump to its first
+#: epoch (~1 s at seed scale: one row per position) and decodes each distinct entry text once,
+#: so fewer, longer chunks (about eight per worker in a full run at seed scale).
+POSITIONS_CHUNK = 250
+#: Epochs whose position item texts are in memory at once within a chunk.
+ITEMS_BATCH = 25
 
 _POSITION_COLUMNS = (
     "known_shares, known_storage_fee, pending_domain_id, pending_epoch, pending_amount, "
@@ -283,15 +287,93 @@ def _hex(account: bytes) -> str:
     return "0x" + account.hex()
 
 
+#: Judged epochs per chunk of a full or sample run's walk (through Scope.map, so worker
+#: processes share them): each chunk starts with a jump to its first epoch (~1 s at seed scale).
+FINDINGS_CHUNK = 400
+#: Up to this many judged epochs, the chain prices the walk needs are fetched by key as it
+#: reaches them (an incremental run needs a few thousand of ~180 k at seed scale) instead of
+#: all at once.
+CHAIN_BY_KEY_MAX = 100
+
+
 def _findings(conn: Connection, scope: Scope) -> Findings:
     infos = _epoch_infos(conn)
     epochs = judged_epochs(conn, scope, infos)
-    found = Findings()
     changed = changed_epochs(scope)
-    if changed is not None:
-        ordered, wanted = sorted(infos), set(changed)
-        found.before = {ordered[i + 1]: e for i, e in enumerate(ordered[:-1]) if e in wanted}
-    chain = _chain_prices(conn) if epochs else {}
+    if changed is not None or len(epochs) <= FINDINGS_CHUNK:
+        found = _judge_range(conn, infos, epochs)
+        if changed is not None:
+            ordered, wanted = sorted(infos), set(changed)
+            found.before = {ordered[i + 1]: e for i, e in enumerate(ordered[:-1]) if e in wanted}
+        return found
+    # Full and sample runs: the judged epochs in chunks through the run's mapper (worker
+    # processes when it has them), each chunk a walk of its own; merged in epoch order.
+    found = Findings()
+    narrowed = dataclasses.replace(scope, epochs=epochs)
+    for part in narrowed.map(_findings_part, conn, FINDINGS_CHUNK):
+        found.judged += part["judged"]
+        found.holes += part["holes"]
+        for name, count in part["counts"].items():
+            found.counts[name] += count
+        for name, items in part["items"].items():
+            found.items[name].extend(items[: MAX_EXAMPLES - len(found.items[name])])
+        for name, bad in part["bad"].items():
+            found.bad[name].update(bad)
+    return found
+
+
+def _findings_part(conn: Connection, epochs: list[int]) -> dict[str, Any]:
+    """The walk's findings over one chunk of judged epochs, as plain data (it may run in a
+    worker process)."""
+    found = _judge_range(conn, _epoch_infos(conn), epochs)
+    return {
+        "judged": found.judged,
+        "holes": found.holes,
+        "counts": dict(found.counts),
+        "items": dict(found.items),
+        "bad": {name: set(bad) for name, bad in found.bad.items()},
+    }
+
+
+class _ChainByKey(dict):
+    """The chain prices a short walk needs, fetched by primary key as it reaches them
+    (`need` before judging an epoch); a key looked up and not found stays None."""
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self.conn = conn
+        self.asked: set[tuple[int, int, int]] = set()
+
+    def need(self, keys: set[tuple[int, int, int]]) -> None:
+        missing = keys - self.asked
+        if not missing:
+            return
+        self.asked |= missing
+        ops, doms, eps = (list(c) for c in zip(*sorted(missing), strict=True))
+        for r in self.conn.execute(
+            text(
+                "SELECT c.operator_id, c.domain_id, c.domain_epoch, "
+                "c.shares_per_stake_perq::text "
+                "FROM unnest(CAST(:ops AS bigint[]), CAST(:doms AS integer[]), "
+                "CAST(:eps AS integer[])) AS k(operator_id, domain_id, domain_epoch) "
+                "JOIN operator_chain_share_prices c USING (operator_id, domain_id, domain_epoch)"
+            ),
+            {"ops": ops, "doms": doms, "eps": eps},
+        ):
+            self[(int(r[0]), int(r[1]), int(r[2]))] = int(r[3])
+
+
+def _judge_range(conn: Connection, infos: dict[int, EpochInfo], epochs: list[int]) -> Findings:
+    """One walk over `epochs` (sorted judged epochs, state carried forward), each judged."""
+    found = Findings()
+    chain: dict[tuple[int, int, int], int]
+    by_key = None
+    if not epochs:
+        chain = {}
+    elif len(epochs) <= CHAIN_BY_KEY_MAX:
+        chain = by_key = _ChainByKey(conn)
+    else:
+        chain = _chain_prices(conn)
     slashed_meta = {
         int(r[0])
         for r in conn.execute(
@@ -302,13 +384,20 @@ def _findings(conn: Connection, scope: Scope) -> Findings:
     operators: dict[int, dict[int, Any]] = {}
     position = {e: i for i, e in enumerate(epochs)}
     loaded = -1
-    # One walk over every judged epoch (state carried forward); the operators' states are
-    # fetched 100 epochs at a time as the walk reaches them.
+    # The operators' states are fetched 100 epochs at a time as the walk reaches them.
     for x, state, touched in walk(conn, infos, epochs):
         chunk = position[x] // 100
         if chunk != loaded:
             operators = _operator_states(conn, epochs[chunk * 100 : (chunk + 1) * 100])
             loaded = chunk
+        if by_key is not None:
+            by_key.need(
+                {
+                    (op, p[2], p[3])
+                    for (op, _), p in state.positions.items()
+                    if p[2] is not None and p[3] is not None and p[3] < x
+                }
+            )
         found.judged += 1
         _judge_epoch(conn, x, state, touched, operators.get(x, {}), chain, slashed_meta, found)
     return found
@@ -706,7 +795,8 @@ class _Decoded:
     distinct text is decoded once per chunk; the comparison itself stays per epoch."""
 
     def __init__(self) -> None:
-        self.deposits: dict[str, Any] = {}
+        #: text -> (Deposit, key, its state rows by variant: see _fast_raw_states)
+        self.deposits: dict[str, tuple[Any, Key, dict[int | None, list[Any]]]] = {}
         self.withdrawals: dict[str, Any] = {}
         self.holds: dict[str, Any] = {}
         self.chain: dict[str, tuple[int, int, int, int]] = {}
@@ -749,14 +839,23 @@ def _fast_raw_states(row: Any, x: int, memo: _Decoded):
                 pending = (
                     None if dom is None else nominators.PendingDeposit(dom, dep, amount, pfee)  # type: ignore[arg-type]
                 )
-                decoded = memo.deposits[v] = nominators.Deposit(
-                    op, bytes.fromhex(account), shares, fee, pending
-                )
-            d = decoded
-            key = (d.operator_id, d.account)
+                deposit = nominators.Deposit(op, bytes.fromhex(account), shares, fee, pending)
+                decoded = memo.deposits[v] = (deposit, (deposit.operator_id, deposit.account), {})
+            d, key, variants = decoded
             if key in states:
                 raise _Unusual
-            states[key] = _deposit_state(d, chain, x)
+            # The state row depends on the text and, for a pending deposit, only on whether
+            # its epoch has ended and the chain's price for it: one row per such variant,
+            # copied per epoch (most entries repeat from epoch to epoch).
+            p = d.pending
+            if p is None or p.domain_epoch >= x:
+                variant = None
+            else:
+                variant = chain.get((d.operator_id, p.domain_epoch), -1)
+            fixed = variants.get(variant)
+            if fixed is None:
+                fixed = variants[variant] = _deposit_state(d, chain, x)
+            states[key] = fixed.copy()
         seen_holds: set[Key] = set()
         for v in _checked(row.holds, row.hold_count):
             held = memo.holds.get(v)
@@ -838,11 +937,13 @@ def _positions_part(
     # items themselves as text arrays for the epochs with positions (_ITEMS_SQL), each
     # distinct entry text decoded once per chunk (_Decoded); a document of another shape, or
     # one whose entries do not decode, goes through parse_positions whole.
-    fetched = _position_docs(conn, chunk, [])
-    items = {
-        int(r.epoch): r
-        for r in (conn.execute(text(_ITEMS_SQL), {"epochs": epochs}).all() if epochs else [])
-    }
+    without = [e for e in chunk if e not in infos]
+    fetched = _position_docs(conn, without, []) if without else []
+    # The item texts ITEMS_BATCH epochs at a time as the walk reaches them (a whole chunk's
+    # would be ~2.5 MB per seed-scale epoch in memory at once).
+    position = {e: i for i, e in enumerate(epochs)}
+    items: dict[int, Any] = {}
+    loaded = -1
     memo = _Decoded()
     carries = {int(r.epoch) for r in fetched if r.entries}
     count = 0
@@ -863,6 +964,11 @@ def _positions_part(
         if x not in infos and x in carries:
             differ(x, {"problem": "document carries positions, epoch_positions has no row"})
     for x, state, _ in walk(conn, infos, epochs):
+        batch = position[x] // ITEMS_BATCH
+        if batch != loaded:
+            wanted = epochs[batch * ITEMS_BATCH : (batch + 1) * ITEMS_BATCH]
+            items = {int(r.epoch): r for r in conn.execute(text(_ITEMS_SQL), {"epochs": wanted})}
+            loaded = batch
         row = items.get(x)
         if row is None:
             differ(x, {"problem": "no raw document"})
@@ -903,6 +1009,8 @@ def _positions_part(
             ("position", state.positions, positions),
             ("withdrawal", state.withdrawals, withdrawals),
         ):
+            if table == want:  # the usual case, one comparison in C; else find what differs
+                continue
             for key in sorted(set(table) | set(want)):
                 have, expect = table.get(key), want.get(key)
                 if have != expect:
