@@ -211,15 +211,27 @@ def _operator_counts(conn: Connection, scope: Scope) -> Outcome:
 def _registry_parts(
     conn: Connection, scope: Scope
 ) -> list[tuple[list[dict[str, Any]], list[tuple[int, int, list[int]]]]]:
-    """Both registry checks' results over the scope, from one reading of the documents.
+    """Both registry checks' results over the scope (see _operators_parts)."""
+    return [(counts, phantom) for _, counts, phantom in _operators_parts(conn, scope)]
 
-    operator_counts and no_phantom_operators both judge the normalized rows against the raw
-    registry, read without the parser: the entry values leave the server as text and
-    `registry_of_values` applies sql/033's rules to them (raw_operator_registry itself, ~35 ms
-    per seed-scale document, only for documents of another shape); reading it once per run for
-    both halves what a full run spends on them. The first of the two checks to run maps the chunks, the other reuses them.
+
+def _operators_parts(
+    conn: Connection, scope: Scope
+) -> list[tuple[_PricesPart, list[dict[str, Any]], list[tuple[int, int, list[int]]]]]:
+    """prices_match_raw's, operator_counts' and no_phantom_operators' results over the scope,
+    from one reading of each document (`_operators_part`).
+
+    All three judge the normalized operator rows against the same part of the raw document
+    (its `operators` item, beside the summary the parser reads): the document leaves the server
+    once, as the JSON text prices_match_raw parses, and the registry's entry values are taken
+    from that JSON and decoded by `registry_of_values` (sql/033's rules, not the parser), so
+    the registry stays independent evidence. Reading it once per run instead of once per check
+    halves what a full run spends on these checks. The first of them to run maps the chunks,
+    the others reuse them.
     """
-    return scope.shared("raw_registry", lambda: list(scope.map(_registry_part, conn, RAW_CHUNK)))
+    return scope.shared(
+        "raw_operators", lambda: list(scope.map(_operators_part, conn, PARSE_CHUNK))
+    )
 
 
 #: The storage-key prefix of Domains.Operators entries (as sql/033 spells it): the registry is
@@ -267,7 +279,7 @@ def _zero(value: Any) -> bool:
     return False
 
 
-def registry_of_values(values: list[str | None]) -> tuple[dict[int, bool], int]:
+def registry_of_values(values: list[Any]) -> tuple[dict[int, bool], int]:
     """operator id -> priced, from a storage dump's `operators` entry values, by sql/033's
     rules: entries under the Operators prefix, the id from the storage key (u64 little-endian:
     never the array position), priced unless both currentTotalStake and currentTotalShares
@@ -278,8 +290,8 @@ def registry_of_values(values: list[str | None]) -> tuple[dict[int, bool], int]:
     registry: dict[int, bool] = {}
     priced_entries = 0
     for v in values:
-        if v is None or not v.startswith(_OPERATORS_PREFIX):
-            continue
+        if type(v) is not str or not v.startswith(_OPERATORS_PREFIX):
+            continue  # as sql/033: not a text value under the Operators prefix
         operator_id = int.from_bytes(bytes.fromhex(v[66:82]), "little", signed=True)
         payload = orjson.loads(v[v.index(",") + 1 :])
         if not isinstance(payload, dict):
@@ -294,45 +306,49 @@ def registry_of_values(values: list[str | None]) -> tuple[dict[int, bool], int]:
     return registry, priced_entries
 
 
-def _registry_part(
+def _sql_registries(
     conn: Connection, epochs: list[int]
+) -> list[tuple[int, int, list[Any] | None, list[Any] | None]]:
+    """The registries of these epochs' documents as _REGISTRY_SQL reads them (the entry values
+    of an ordinary storage dump, else sql/033's rows), for _judge_registries."""
+    registries: list[tuple[int, int, list[Any] | None, list[Any] | None]] = []
+    for doc in conn.execute(text(_REGISTRY_SQL), {"epochs": epochs}):
+        if doc.fast:
+            registries.append((int(doc.epoch), int(doc.recorded), list(doc.entry_values), None))
+        else:
+            registries.append((int(doc.epoch), int(doc.recorded), None, list(doc.registry)))
+    return registries
+
+
+def _judge_registries(
+    registries: list[tuple[int, int, list[Any] | None, list[Any] | None]],
+    normalized: dict[int, list[int]],
 ) -> tuple[list[dict[str, Any]], list[tuple[int, int, list[int]]]]:
-    """(operator_counts' disagreeing epochs, no_phantom_operators' (operator, rows, epochs))
-    over these epochs."""
-    docs = conn.execute(text(_REGISTRY_SQL), {"epochs": epochs}).all()
-    normalized: dict[int, list[int]] = {}
-    for r in conn.execute(
-        text(
-            # The BETWEEN bounds let the epoch BRIN read one block range, not one per epoch.
-            "SELECT epoch, operator_id FROM operator_share_prices "
-            "WHERE epoch = ANY(CAST(:epochs AS integer[])) AND epoch BETWEEN :lo AND :hi"
-        ),
-        {"epochs": epochs, "lo": min(epochs), "hi": max(epochs)},
-    ):
-        normalized.setdefault(int(r.epoch), []).append(int(r.operator_id))
+    """The registry checks over documents given as (epoch, recorded operator count, the
+    `operators` entry values of an ordinary storage dump or None, else sql/033's registry
+    rows), against the normalized operator ids per epoch."""
     counts: list[dict[str, Any]] = []
     phantom: dict[int, list[int]] = {}
-    for doc in docs:
-        epoch = int(doc.epoch)
+    for epoch, recorded, entry_values, sql_registry in registries:
         problem = None
-        if doc.fast:
+        if entry_values is not None:
             try:
-                registry, raw_count = registry_of_values(list(doc.entry_values))
+                registry, raw_count = registry_of_values(entry_values)
             except (ValueError, IndexError) as exc:
                 registry, raw_count = {}, 0
                 problem = f"operator entries do not decode: {exc}"
         else:
             registry, raw_count = {}, 0
-            for op, priced in doc.registry:
+            for op, priced in sql_registry or []:
                 registry[int(op)] = registry.get(int(op), False) or bool(priced)
                 raw_count += bool(priced)
         ops = normalized.get(epoch, [])
-        if problem is not None or raw_count != len(ops) or raw_count != int(doc.recorded):
+        if problem is not None or raw_count != len(ops) or raw_count != recorded:
             row: dict[str, Any] = {
                 "epoch": epoch,
                 "raw": raw_count,
                 "normalized": len(ops),
-                "recorded": int(doc.recorded),
+                "recorded": recorded,
             }
             if problem is not None:
                 row["problem"] = problem
@@ -357,7 +373,7 @@ def _prices_match_raw(conn: Connection, scope: Scope) -> Outcome:
     examples: list[dict[str, Any]] = []
     parse_errors: list[str] = []
     bad: set[int] = set()
-    for part in scope.map(_prices_match_raw_part, conn, PARSE_CHUNK):
+    for part, _, _ in _operators_parts(conn, scope):
         count += part.count
         compared += part.compared
         examples.extend(part.examples[: MAX_EXAMPLES - len(examples)])
@@ -392,17 +408,30 @@ _NOT_FOR_PRICES = (
 )
 
 
-def _prices_match_raw_part(conn: Connection, batch: list[int]) -> _PricesPart:
+def _operators_part(
+    conn: Connection, batch: list[int]
+) -> tuple[_PricesPart, list[dict[str, Any]], list[tuple[int, int, list[int]]]]:
+    """prices_match_raw's part and the registry checks' (operator_counts' disagreeing epochs,
+    no_phantom_operators' (operator, rows, epochs)) over one batch, each document shipped once
+    (see _operators_parts)."""
+    import gc
+
     from shareprice.chain import parser
 
     part = _PricesPart()
+    # jsonb_typeof once in the inner query (each reference to the column detoasts the whole
+    # document again); the items no operator is read from are dropped before shipping.
     docs = conn.execute(
         text(
             """
-            SELECT epoch,
-                   ((CASE jsonb_typeof(data) WHEN 'array' THEN data -> 0 ELSE data END)
+            SELECT epoch, recorded, kind = 'object' AS is_object,
+                   ((CASE kind WHEN 'array' THEN data -> 0 ELSE data END)
                      - CAST(:drop AS text[]))::text AS doc
-            FROM epochs WHERE epoch = ANY(CAST(:batch AS integer[]))
+            FROM (SELECT e.epoch, n.operator_count AS recorded, jsonb_typeof(e.data) AS kind,
+                         e.data
+                  FROM epochs e LEFT JOIN epoch_normalizations n ON n.epoch = e.epoch
+                  WHERE e.epoch = ANY(CAST(:batch AS integer[]))
+                  OFFSET 0) s
             ORDER BY epoch
             """
         ),
@@ -439,13 +468,38 @@ def _prices_match_raw_part(conn: Connection, batch: list[int]) -> _PricesPart:
             _opt_int(r.rewards),
             r.has_state,
         )
+    registries: list[tuple[int, int, list[Any] | None, list[Any] | None]] = []
+    unusual: list[int] = []  # registry read by _REGISTRY_SQL (not an ordinary storage dump)
     for doc in docs:
+        gc_was = gc.isenabled()
+        gc.disable()  # as the parser does: a document is ~10,000 acyclic containers
         try:
-            record = parser.parse_document(doc.doc)
+            obj = parser.load_json(doc.doc)
+            if doc.recorded is not None:
+                operators = obj.get("operators") if type(obj) is dict else None
+                if (
+                    doc.is_object
+                    and "operatorStakes" not in obj
+                    and "operatorSharePrices" not in obj
+                    and type(operators) is dict
+                    and type(operators.get("entries")) is list
+                ):
+                    values = [
+                        x.get("value") if type(x) is dict else None for x in operators["entries"]
+                    ]
+                    registries.append((int(doc.epoch), int(doc.recorded), values, None))
+                else:
+                    unusual.append(int(doc.epoch))
+            record = parser.parse_document(obj)
         except parser.ParseError as exc:
             part.parse_errors.append(str(exc))
             part.bad_epochs.append(doc.epoch)
+            if doc.recorded is not None and not any(r[0] == doc.epoch for r in registries):
+                unusual.append(int(doc.epoch))
             continue
+        finally:
+            if gc_was:
+                gc.enable()
         normalized = stored.get(doc.epoch, {})
         for op in record.operators:
             row = normalized.get(op.operator_id)
@@ -489,7 +543,13 @@ def _prices_match_raw_part(conn: Connection, batch: list[int]) -> _PricesPart:
                             "recomputed": [_num_str(v) for v in state],
                         }
                     )
-    return part
+    if unusual:
+        registries.extend(_sql_registries(conn, unusual))
+        registries.sort(key=lambda r: r[0])
+    counts, phantom = _judge_registries(
+        registries, {epoch: list(ops) for epoch, ops in stored.items()}
+    )
+    return part, counts, phantom
 
 
 def _opt_int(value: str | None) -> int | None:
