@@ -760,27 +760,27 @@ class _Unusual(Exception):
 _ITEMS_SQL = """
 SELECT epoch,
        jsonb_typeof(d) = 'object'
-       AND coalesce(jsonb_typeof(d -> 'deposits' -> 'entries'), 'array') = 'array'
-       AND coalesce(jsonb_typeof(d -> 'withdrawals' -> 'entries'), 'array') = 'array'
-       AND coalesce(jsonb_typeof(d -> 'depositOnHold' -> 'entries'), 'array') = 'array'
-       AND coalesce(jsonb_typeof(d -> 'operatorEpochSharePrice' -> 'entries'), 'array') = 'array'
+       AND coalesce(jsonb_typeof(d #> '{deposits,entries}'), 'array') = 'array'
+       AND coalesce(jsonb_typeof(d #> '{withdrawals,entries}'), 'array') = 'array'
+       AND coalesce(jsonb_typeof(d #> '{depositOnHold,entries}'), 'array') = 'array'
+       AND coalesce(jsonb_typeof(d #> '{operatorEpochSharePrice,entries}'), 'array') = 'array'
        AND coalesce(jsonb_typeof(d -> 'deposits'), 'null') IN ('object', 'null')
        AND coalesce(jsonb_typeof(d -> 'withdrawals'), 'null') IN ('object', 'null')
        AND coalesce(jsonb_typeof(d -> 'depositOnHold'), 'null') IN ('object', 'null')
        AND coalesce(jsonb_typeof(d -> 'operatorEpochSharePrice'), 'null') IN ('object', 'null')
            AS shaped,
-       ARRAY(SELECT x ->> 'value' FROM jsonb_array_elements(d -> 'deposits' -> 'entries') x)
+       ARRAY(SELECT x ->> 'value' FROM jsonb_array_elements(d #> '{deposits,entries}') x)
            AS deposits,
-       d -> 'deposits' -> 'count' AS deposit_count,
-       ARRAY(SELECT x ->> 'value' FROM jsonb_array_elements(d -> 'withdrawals' -> 'entries') x)
+       d #> '{deposits,count}' AS deposit_count,
+       ARRAY(SELECT x ->> 'value' FROM jsonb_array_elements(d #> '{withdrawals,entries}') x)
            AS withdrawals,
-       d -> 'withdrawals' -> 'count' AS withdrawal_count,
-       ARRAY(SELECT x ->> 'value' FROM jsonb_array_elements(d -> 'depositOnHold' -> 'entries') x)
+       d #> '{withdrawals,count}' AS withdrawal_count,
+       ARRAY(SELECT x ->> 'value' FROM jsonb_array_elements(d #> '{depositOnHold,entries}') x)
            AS holds,
-       d -> 'depositOnHold' -> 'count' AS hold_count,
+       d #> '{depositOnHold,count}' AS hold_count,
        ARRAY(SELECT x ->> 'value'
-             FROM jsonb_array_elements(d -> 'operatorEpochSharePrice' -> 'entries') x) AS chain,
-       d -> 'operatorEpochSharePrice' -> 'count' AS chain_count,
+             FROM jsonb_array_elements(d #> '{operatorEpochSharePrice,entries}') x) AS chain,
+       d #> '{operatorEpochSharePrice,count}' AS chain_count,
        d -> 'headDomainNumber' AS head
 FROM (SELECT epoch, data || '{}'::jsonb AS d FROM epochs
       WHERE epoch = ANY(CAST(:epochs AS integer[])) OFFSET 0) s
