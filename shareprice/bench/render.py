@@ -75,13 +75,17 @@ def measure_view(browser: Any, url: str, min_traces: int, done_text: str) -> dic
     """Open url in a fresh context; time until the run finished and the chart is drawn."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
-    received = {"ws": 0, "http": 0}
+    received: dict[str, Any] = {"ws": 0, "http": 0, "runs": 0, "server_caption": ""}
+
+    def on_frame(payload: bytes | str) -> None:
+        received["ws"] += len(payload)
+        caption = server_caption(payload)
+        if caption is not None:
+            received["runs"] += 1
+            received["server_caption"] = caption
 
     def on_ws(ws: Any) -> None:
-        ws.on(
-            "framereceived",
-            lambda payload: received.__setitem__("ws", received["ws"] + len(payload)),
-        )
+        ws.on("framereceived", on_frame)
 
     def on_response(response: Any) -> None:
         with contextlib.suppress(Exception):
@@ -103,32 +107,53 @@ def measure_view(browser: Any, url: str, min_traces: int, done_text: str) -> dic
         polling=20,
     )
     elapsed = (time.perf_counter() - started) * 1000
-    return {"ms": elapsed, "page": page, "context": context, **received}
+    # the view's own counters (`received`), live: rerun() waits on its run count
+    return {"ms": elapsed, "page": page, "context": context, "received": received, **received}
 
 
-def server_ms(page: Any) -> float:
-    text = page.locator('[data-testid="stCaptionContainer"]', has_text="Server time").inner_text()
-    return float(text.split("Server time")[1].split("ms")[0].strip().replace(",", ""))
+def server_caption(payload: bytes | str) -> str | None:
+    """The "Server time ..." caption if this websocket frame carries it (one per full run of the
+    page; the live fragment's runs do not send it), else None."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    if isinstance(payload, str) or b"Server time" not in payload:
+        return None
+    msg = ForwardMsg()
+    msg.ParseFromString(payload)
+    if msg.WhichOneof("type") != "delta" or msg.delta.WhichOneof("type") != "new_element":
+        return None
+    element = msg.delta.new_element
+    if element.WhichOneof("type") != "markdown" or "Server time" not in element.markdown.body:
+        return None
+    return element.markdown.body
 
 
-def rerun(page: Any, kind: str, label: str) -> dict:
-    """Click a range preset or a mode; time until the new view is drawn; the page's own server
-    time (its caption changes with every run: the server time differs)."""
-    before = page.locator('[data-testid="stCaptionContainer"]', has_text="Server time").inner_text()
+def server_ms(caption: str) -> float:
+    return float(caption.split("Server time")[1].split("ms")[0].strip().replace(",", ""))
+
+
+def rerun(view: dict, kind: str, label: str) -> dict:
+    """Click a range preset or a mode; time until that run's caption has arrived and the page is
+    idle; the page's own server time from that caption.
+
+    Counts runs by their caption frames, not by the caption's text changing: two runs with the
+    same server time (e.g. 31 ms twice) left the text as it was, and the wait never ended."""
+    page, received = view["page"], view["received"]
+    before = received["runs"]
     started = time.perf_counter()
     # presets and modes are both segmented controls (radio buttons); their labels are unique
     page.locator('[data-testid="stButtonGroup"]').get_by_role(
         "radio", name=label, exact=True
     ).click()
-    page.wait_for_function(
-        """(before) => !document.querySelector('[data-testid="stStatusWidget"]')
-            && [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
-                 .some(e => e.innerText.includes('Server time') && e.innerText !== before)""",
-        arg=before,
-        timeout=60_000,
-        polling=20,
-    )
-    return {"ms": (time.perf_counter() - started) * 1000, "server_ms": server_ms(page)}
+    deadline = started + 60
+    while received["runs"] == before or page.locator('[data-testid="stStatusWidget"]').count():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"no run finished within 60 s after clicking {kind} {label!r}")
+        page.wait_for_timeout(10)  # lets Playwright deliver the websocket frames
+    return {
+        "ms": (time.perf_counter() - started) * 1000,
+        "server_ms": server_ms(received["server_caption"]),
+    }
 
 
 def p95(values: list[float]) -> float:
@@ -174,7 +199,10 @@ def run(
                 view = measure_view(browser, server.url + path, min_traces, done_text)
                 stats = per_db[label]
                 if index == 0:
-                    stats["cold"] = {"ms": view["ms"], "server_ms": server_ms(view["page"])}
+                    stats["cold"] = {
+                        "ms": view["ms"],
+                        "server_ms": server_ms(view["server_caption"]),
+                    }
                     if screenshot_dir is not None:
                         view["page"].screenshot(
                             path=str(screenshot_dir / f"shareprice-render-{page}-{label}.png"),
@@ -185,7 +213,7 @@ def run(
                     stats["ws"].append(view["ws"])
                     stats["http"].append(view["http"])
                     for kind, name in RERUNS if explorer else ():
-                        result = rerun(view["page"], kind, name)
+                        result = rerun(view, kind, name)
                         stats["rerun_ms"].append(result["ms"])
                         stats["rerun_server_ms"].append(result["server_ms"])
                 view["context"].close()
