@@ -35,7 +35,6 @@ distinct entry is decoded once; a repeated key sends the whole dump to the parse
 from __future__ import annotations
 
 import contextlib
-import gc
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -52,6 +51,7 @@ from shareprice.chain.nominators import head_domain_number, parse_positions
 from shareprice.chain.parser import (
     ParseError,
     chain_price_rows,
+    cyclic_gc_paused,
     load_json,
     operator_rows,
     parse_document,
@@ -600,11 +600,9 @@ def parse_batch(
     """
     chain = ChainDiff()
     base: EpochItems | None = None
-    gc_was_enabled = gc.isenabled()
-    # Parsing makes ~10,000 acyclic containers per document; the cyclic GC would scan them
-    # over and over (the parser does the same in parse_document).
-    gc.disable()
-    try:
+    # Paused across the whole batch, between documents too (parse_document's own pause
+    # would resume it after each one).
+    with cyclic_gc_paused():
         for raw in rows:
             if raw.is_base:
                 base = _parse_base(raw, load_document)
@@ -645,6 +643,3 @@ def parse_batch(
                 continue
             base = None if found is None else found[0]
             yield parsed
-    finally:
-        if gc_was_enabled:
-            gc.enable()

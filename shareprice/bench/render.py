@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from shareprice.bench.load import SERVER_TIME
 from shareprice.bench.streamlit_server import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -128,8 +129,12 @@ def server_caption(payload: bytes | str) -> str | None:
     return element.markdown.body
 
 
-def server_ms(caption: str) -> float:
-    return float(caption.split("Server time")[1].split("ms")[0].strip().replace(",", ""))
+def server_ms(caption: str) -> int:
+    """The N of the explorer's "Server time N ms" (the load benchmark's pattern)."""
+    found = SERVER_TIME.search(caption)
+    if found is None:
+        raise ValueError(f"no server time in the caption {caption[:120]!r}")
+    return int(found[1])
 
 
 def rerun(view: dict, kind: str, label: str) -> dict:

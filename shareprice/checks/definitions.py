@@ -414,8 +414,6 @@ def _operators_part(
     """prices_match_raw's part and the registry checks' (operator_counts' disagreeing epochs,
     no_phantom_operators' (operator, rows, epochs)) over one batch, each document shipped once
     (see _operators_parts)."""
-    import gc
-
     from shareprice.chain import parser
 
     part = _PricesPart()
@@ -471,35 +469,32 @@ def _operators_part(
     registries: list[tuple[int, int, list[Any] | None, list[Any] | None]] = []
     unusual: list[int] = []  # registry read by _REGISTRY_SQL (not an ordinary storage dump)
     for doc in docs:
-        gc_was = gc.isenabled()
-        gc.disable()  # as the parser does: a document is ~10,000 acyclic containers
         try:
-            obj = parser.load_json(doc.doc)
-            if doc.recorded is not None:
-                operators = obj.get("operators") if type(obj) is dict else None
-                if (
-                    doc.is_object
-                    and "operatorStakes" not in obj
-                    and "operatorSharePrices" not in obj
-                    and type(operators) is dict
-                    and type(operators.get("entries")) is list
-                ):
-                    values = [
-                        x.get("value") if type(x) is dict else None for x in operators["entries"]
-                    ]
-                    registries.append((int(doc.epoch), int(doc.recorded), values, None))
-                else:
-                    unusual.append(int(doc.epoch))
-            record = parser.parse_document(obj)
+            with parser.cyclic_gc_paused():
+                obj = parser.load_json(doc.doc)
+                if doc.recorded is not None:
+                    operators = obj.get("operators") if type(obj) is dict else None
+                    if (
+                        doc.is_object
+                        and "operatorStakes" not in obj
+                        and "operatorSharePrices" not in obj
+                        and type(operators) is dict
+                        and type(operators.get("entries")) is list
+                    ):
+                        values = [
+                            x.get("value") if type(x) is dict else None
+                            for x in operators["entries"]
+                        ]
+                        registries.append((int(doc.epoch), int(doc.recorded), values, None))
+                    else:
+                        unusual.append(int(doc.epoch))
+                record = parser.parse_document(obj)
         except parser.ParseError as exc:
             part.parse_errors.append(str(exc))
             part.bad_epochs.append(doc.epoch)
             if doc.recorded is not None and not any(r[0] == doc.epoch for r in registries):
                 unusual.append(int(doc.epoch))
             continue
-        finally:
-            if gc_was:
-                gc.enable()
         normalized = stored.get(doc.epoch, {})
         for op in record.operators:
             row = normalized.get(op.operator_id)
