@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,6 +185,16 @@ def _browser_needs_chromium(request: pytest.FixtureRequest) -> None:
     """Tests marked `browser` need system Chromium: skipped without it, a failure in CI."""
     if request.node.get_closest_marker("browser") is not None:
         require_chromium()
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module() -> Iterator[None]:
+    """Streamlit's script runner (AppTest included) installs the page as sys.modules["__main__"]
+    and leaves it there; a later test that spawns processes (backfill workers, check --full)
+    would then make every child re-run that page as its main module and die. Put it back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
