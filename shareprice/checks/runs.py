@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 import shareprice.checks.definitions  # noqa: F401 - importing it registers the checks
+import shareprice.checks.digest_checks  # noqa: F401 - and the maintained digests' own check
 import shareprice.checks.nominator_checks  # noqa: F401 - and the nominator positions' checks
 from shareprice.checks.registry import (
     CHECKS,
@@ -111,8 +112,9 @@ PARALLEL_FROM_EPOCHS = 200
 #: Progress of the raw-reading checks: (epochs done, epochs to do) over all of them.
 ProgressCallback = Callable[[int, int], None]
 
-# Per normalized epoch: the digest of its rows now (sql/041) and whether it still matches its
-# last verification (raw revision and digest). Small: one row per epoch.
+# Per normalized epoch: the digest of its rows now (sql/041; kept by write triggers since
+# sql/080, so this reads a few rows per epoch instead of hashing every normalized row) and
+# whether it still matches its last verification (raw revision and digest). One row per epoch.
 _DIGESTS_SQL = """
 SELECT d.epoch, d.revision, d.rows_digest,
        (v.epoch IS NOT NULL AND v.revision = d.revision AND v.rows_digest = d.rows_digest)
