@@ -257,3 +257,91 @@ def test_a_conversion_without_its_chain_price_is_noticed_without_any_text_changi
         _edit_doc(conn, row.from_epoch, drop)
         rows = _items(conn)
     assert _held_equal_fresh(rows) > 50
+
+
+# --- the SQL-side walk (nominator_shares_sum and the other invariants) ------------------------
+
+
+def effective_shares_off_for_several_epochs(conn: Connection) -> int:
+    row = conn.execute(text(_LASTING)).one()
+    conn.execute(
+        text(
+            "UPDATE nominator_positions SET effective_shares = effective_shares + 3 "
+            "WHERE operator_id = :o AND account = :a AND from_epoch = :e"
+        ),
+        {"o": row.operator_id, "a": row.account, "e": row.from_epoch},
+    )
+    return int(row.next_epoch - row.from_epoch)
+
+
+def hold_missing_for_several_epochs(conn: Connection) -> int:
+    row = conn.execute(text(_LASTING)).one()
+    conn.execute(
+        text(
+            "UPDATE nominator_positions SET deposit_on_hold = NULL "
+            "WHERE operator_id = :o AND account = :a AND from_epoch = :e"
+        ),
+        {"o": row.operator_id, "a": row.account, "e": row.from_epoch},
+    )
+    return int(row.next_epoch - row.from_epoch)
+
+
+def withdrawal_without_deposit_with_shares(conn: Connection) -> int:
+    """A withdrawal of shares in an epoch that has not ended, for an account with no deposit:
+    a key-set finding at every epoch it lasts, and shares the operator's total lacks."""
+    row = conn.execute(text(_LASTING)).one()
+    conn.execute(
+        text(
+            "INSERT INTO nominator_withdrawals (operator_id, account, from_epoch, total_amount, "
+            "total_storage_fee, in_shares_domain_id, in_shares_epoch, in_shares_unlock_block, "
+            "in_shares, in_shares_storage_fee_refund, unlocking) "
+            "VALUES (:o, :a, :e, 0, 0, 0, :e + 2, 1, 5, 0, '[]')"
+        ),
+        {"o": row.operator_id, "a": b"\x07" * 32, "e": row.from_epoch},
+    )
+    return 2
+
+
+WALK_FAULTS = [
+    stored_change_row_deleted,
+    stored_conversion_missing,
+    withdrawal_without_deposit_with_shares,
+    effective_shares_off_for_several_epochs,
+    hold_missing_for_several_epochs,
+]
+
+
+def _walks(engine: Engine) -> tuple[nc.Findings, nc.Findings]:
+    with engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        infos = nc._epoch_infos(conn)
+        epochs = sorted(infos)
+        inductive = nc._judge_range(conn, infos, epochs, inductive=True)
+        full = nc._judge_range(conn, infos, epochs, inductive=False)
+        conn.exec_driver_sql("COMMIT")
+    return inductive, full
+
+
+def _plain(found: nc.Findings) -> tuple:
+    return (
+        found.judged,
+        found.holes,
+        dict(found.counts),
+        {name: sorted(bad) for name, bad in found.bad.items() if bad},
+        {name: items for name, items in found.items.items() if items},
+    )
+
+
+def test_clean_walk_judges_alike_both_ways(normalized_small_copy):
+    inductive, full = _walks(normalized_small_copy)
+    assert _plain(inductive) == _plain(full)
+    assert inductive.judged > 50 and not any(inductive.counts.values())
+
+
+@pytest.mark.parametrize("fault", WALK_FAULTS, ids=[f.__name__ for f in WALK_FAULTS])
+def test_a_walk_fault_is_judged_alike_in_every_epoch_it_lasts(normalized_small_copy, fault):
+    with normalized_small_copy.begin() as conn:
+        fault(conn)
+    inductive, full = _walks(normalized_small_copy)
+    assert _plain(inductive) == _plain(full)
+    assert sum(inductive.counts.values()) > 0, _plain(inductive)

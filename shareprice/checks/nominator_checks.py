@@ -33,7 +33,7 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from psycopg.abc import Buffer
@@ -264,23 +264,30 @@ class Findings:
             self.items[name].append({"epoch": epoch, **example})
 
 
-def _operator_states(conn: Connection, epochs: list[int]) -> dict[int, dict[int, Any]]:
-    rows = conn.execute(
-        text(
-            """
-            SELECT s.epoch, s.operator_id, s.stake_raw, s.shares_raw, s.storage_fee_raw,
-                   s.status, p.share_price_perq
-            FROM operator_shares s
-            LEFT JOIN operator_share_prices p ON p.operator_id = s.operator_id AND p.epoch = s.epoch
-            WHERE s.epoch = ANY(CAST(:epochs AS integer[])) AND s.epoch BETWEEN :lo AND :hi
-            """
-        ),
+class _OperatorState(NamedTuple):
+    stake_raw: int | None
+    shares_raw: int | None
+    storage_fee_raw: int | None
+    status: str | None
+    share_price_perq: int | None
+
+
+def _operator_states(conn: Connection, epochs: list[int]) -> dict[int, dict[int, _OperatorState]]:
+    rows = _rows(
+        conn,
+        """
+        SELECT s.epoch, s.operator_id, s.stake_raw, s.shares_raw, s.storage_fee_raw,
+               s.status, p.share_price_perq
+        FROM operator_shares s
+        LEFT JOIN operator_share_prices p ON p.operator_id = s.operator_id AND p.epoch = s.epoch
+        WHERE s.epoch = ANY(%(epochs)s::integer[]) AND s.epoch BETWEEN %(lo)s AND %(hi)s
+        """,
         # The BETWEEN bounds let the epoch BRIN read one block range, not one per epoch.
         {"epochs": epochs, "lo": min(epochs), "hi": max(epochs)},
     )
-    out: dict[int, dict[int, Any]] = defaultdict(dict)
+    out: dict[int, dict[int, _OperatorState]] = defaultdict(dict)
     for r in rows:
-        out[int(r.epoch)][int(r.operator_id)] = r
+        out[r[0]][r[1]] = _OperatorState(*r[2:])
     return out
 
 
@@ -289,12 +296,12 @@ def _chain_prices(conn: Connection) -> dict[tuple[int, int, int], int]:
     read (~180 k rows at seed scale, a second) instead of a query per pending position, which
     cost more than the rest of the walk."""
     return {
-        (int(r[0]), int(r[1]), int(r[2])): int(r[3])
-        for r in conn.execute(
-            text(
-                "SELECT operator_id, domain_id, domain_epoch, shares_per_stake_perq::text "
-                "FROM operator_chain_share_prices"
-            )
+        (r[0], r[1], r[2]): r[3]
+        for r in _rows(
+            conn,
+            "SELECT operator_id, domain_id, domain_epoch, shares_per_stake_perq "
+            "FROM operator_chain_share_prices",
+            {},
         )
     }
 
@@ -383,7 +390,9 @@ class _ChainByKey(dict):
             self[(int(r[0]), int(r[1]), int(r[2]))] = int(r[3])
 
 
-def _judge_range(conn: Connection, infos: dict[int, EpochInfo], epochs: list[int]) -> Findings:
+def _judge_range(
+    conn: Connection, infos: dict[int, EpochInfo], epochs: list[int], inductive: bool = True
+) -> Findings:
     """One walk over `epochs` (sorted judged epochs, state carried forward), each judged."""
     found = Findings()
     chain: dict[tuple[int, int, int], int]
@@ -401,162 +410,181 @@ def _judge_range(conn: Connection, infos: dict[int, EpochInfo], epochs: list[int
             {"s": list(SLASHED_STATUSES)},
         )
     }
-    operators: dict[int, dict[int, Any]] = {}
+    judge = _Judge(chain, slashed_meta)
+    operators: dict[int, dict[int, _OperatorState]] = {}
     position = {e: i for i, e in enumerate(epochs)}
     loaded = -1
+    previous: int | None = None
     # The operators' states are fetched 100 epochs at a time as the walk reaches them.
     for x, state, touched in walk(conn, infos, epochs):
         chunk = position[x] // 100
         if chunk != loaded:
             operators = _operator_states(conn, epochs[chunk * 100 : (chunk + 1) * 100])
             loaded = chunk
+        # The states at x are x-1's plus x's rows unless x starts a new segment.
+        follows = inductive and previous == x - 1 and infos[x].base_revision is not None
+        keys = judge.keys_to_judge(x, state, touched, follows)
         if by_key is not None:
             by_key.need(
                 {
                     (op, p[2], p[3])
-                    for (op, _), p in state.positions.items()
-                    if p[2] is not None and p[3] is not None and p[3] < x
+                    for op, account in keys
+                    if (p := state.positions.get((op, account))) is not None
+                    and p[2] is not None
+                    and p[3] is not None
+                    and p[3] < x
                 }
             )
         found.judged += 1
-        _judge_epoch(conn, x, state, touched, operators.get(x, {}), chain, slashed_meta, found)
+        judge.judge(x, state, keys, touched, operators.get(x, {}), found)
+        previous = x
     return found
 
 
-def _judge_epoch(conn, x, state: Walk, touched, operators, chain, slashed_meta, found) -> None:
-    sums: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # shares, deposits, fees, holes
-    for (op, account), p in state.positions.items():
-        known, known_fee, pdom, pep, pamount, pfee, eff, hold = p
-        has_deposit = known is not None
-        if has_deposit != (hold is not None):
-            found.add(
-                "nominator_key_sets",
-                x,
-                {
+_KEY_SETS = "nominator_key_sets"
+_PENDING_PRICES = "nominator_pending_prices"
+
+
+class _Judge:
+    """The walk's judgement of each epoch, kept up to date as positions change.
+
+    What a position adds to its operator's sums (effective shares, one deposit, storage fees,
+    a hole; a withdrawal's shares while its epoch has not ended) and what is wrong with it
+    alone (key sets, pending prices) depend on its state, which changes only where it has a
+    row, and on the epoch only where its pending deposit's or withdrawal's epoch ends. So each
+    epoch re-judges just those positions (`keys_to_judge`), keeps per-operator sums by
+    difference, and reports every per-position finding on every epoch it holds, as judging
+    every position would (inductive=False in _judge_range does that; the tests hold the two
+    equal). The per-operator checks need every operator each epoch (their states move every
+    epoch), and gain is judged where positions change, as before.
+    """
+
+    def __init__(self, chain: dict[tuple[int, int, int], int], slashed_meta: set[int]) -> None:
+        self.chain = chain
+        self.slashed_meta = slashed_meta
+        self._reset()
+
+    def _reset(self) -> None:
+        #: operator -> [shares, deposits, fees, holes, withdrawals counted]
+        self.sums: dict[int, list[int]] = {}
+        #: key -> what it adds to its operator's sums (same order)
+        self.parts: dict[Key, tuple[int, int, int, int, int]] = {}
+        #: (check, key, "p" position / "w" withdrawal) -> the finding, while it holds
+        self.standing: dict[tuple[str, Key, str], dict[str, Any]] = {}
+        #: epoch -> keys whose judgement changes then (a pending or withdrawal epoch ends)
+        self.events: dict[int, set[Key]] = defaultdict(set)
+
+    def keys_to_judge(self, x: int, state: Walk, touched: set[Key], follows: bool) -> set[Key]:
+        """The keys to re-judge at x: its rows and ending epochs when x follows the epoch
+        judged last, else (after a jump or a new segment) every key."""
+        if follows:
+            return touched | self.events.pop(x, set())
+        self._reset()
+        return set(state.positions) | set(state.withdrawals)
+
+    def judge(
+        self,
+        x: int,
+        state: Walk,
+        keys: set[Key],
+        touched: set[Key],
+        operators: dict[int, _OperatorState],
+        found: Findings,
+    ) -> None:
+        for key in keys:
+            self._judge_key(key, x, state)
+        for (name, _key, _), example in sorted(self.standing.items(), key=_standing_order):
+            found.add(name, x, example)
+        for op, (shares, deposits, fees, holes, _) in sorted(self.sums.items()):
+            _judge_operator(x, op, shares, deposits, fees, holes, operators.get(op), found)
+        for key in sorted(touched):
+            self._judge_gain(key, x, state, operators.get(key[0]), found)
+
+    def _judge_key(self, key: Key, x: int, state: Walk) -> None:
+        op, account = key
+        old = self.parts.pop(key, None)
+        if old is not None:
+            sums = self.sums[op]
+            for i, v in enumerate(old):
+                sums[i] -= v
+            if not sums[1] and not sums[4]:  # no deposit, no withdrawal counted: no sums
+                del self.sums[op]
+        for name in (_KEY_SETS, _PENDING_PRICES):
+            for kind in ("p", "w"):
+                self.standing.pop((name, key, kind), None)
+        shares = deposits = fees = holes = counted = 0
+        p = state.positions.get(key)
+        if p is not None:
+            known, known_fee, pdom, pep, pamount, pfee, eff, hold = p
+            has_deposit = known is not None
+            if has_deposit != (hold is not None):
+                self.standing[(_KEY_SETS, key, "p")] = {
                     "operator_id": op,
                     "account": _hex(account),
                     "problem": "deposit without hold" if has_deposit else "hold without deposit",
-                },
-            )
-        if not has_deposit:
-            continue
-        s = sums[op]
-        s[1] += 1
-        s[2] += known_fee + (pfee or 0)
-        expected = known
-        if pep is not None and pep < x:
-            price = _chain_price(chain, op, pdom, pep)
-            if price is None:
-                found.add(
-                    "nominator_pending_prices",
-                    x,
-                    {
+                }
+            if has_deposit:
+                deposits, fees = 1, known_fee + (pfee or 0)
+                expected = known
+                if pep is not None and pep < x:
+                    price = _chain_price(self.chain, op, pdom, pep)
+                    if price is None:
+                        self.standing[(_PENDING_PRICES, key, "p")] = {
+                            "operator_id": op,
+                            "account": _hex(account),
+                            "pending_epoch": pep,
+                            "problem": "ended pending epoch has no chain price",
+                        }
+                        expected = None
+                    else:
+                        expected = known + price * pamount // PERQ
+                elif pep is not None:  # converts when its epoch has ended
+                    self.events[pep + 1].add(key)
+                if eff is None:
+                    holes = 1
+                if expected is not None and eff != expected:
+                    self.standing[(_PENDING_PRICES, key, "p")] = {
                         "operator_id": op,
                         "account": _hex(account),
                         "pending_epoch": pep,
-                        "problem": "ended pending epoch has no chain price",
-                    },
-                )
-                expected = None
-            else:
-                expected = known + price * pamount // PERQ
-        if eff is None:
-            s[3] += 1
-        if expected is not None and eff != expected:
-            found.add(
-                "nominator_pending_prices",
-                x,
-                {
-                    "operator_id": op,
-                    "account": _hex(account),
-                    "pending_epoch": pep,
-                    "effective_shares": str(eff),
-                    "expected": str(expected),
-                },
-            )
-        if eff is not None:
-            s[0] += eff
-    for (op, account), w in state.withdrawals.items():
-        if w[3] is not None and w[3] >= x and w[5] is not None:
-            # Withdrawn in an epoch that has not ended: the operator's total still counts
-            # those shares (the chain deducts them when the epoch ends).
-            sums[op][0] += w[5]
-        deposit = state.positions.get((op, account))
-        if deposit is None or deposit[0] is None:
-            found.add(
-                "nominator_key_sets",
-                x,
-                {
+                        "effective_shares": str(eff),
+                        "expected": str(expected),
+                    }
+                if eff is not None:
+                    shares = eff
+        w = state.withdrawals.get(key)
+        if w is not None:
+            if w[3] is not None and w[3] >= x and w[5] is not None:
+                # Withdrawn in an epoch that has not ended: the operator's total still counts
+                # those shares (the chain deducts them when the epoch ends).
+                shares += w[5]
+                counted = 1
+                self.events[w[3] + 1].add(key)
+            if p is None or p[0] is None:
+                self.standing[(_KEY_SETS, key, "w")] = {
                     "operator_id": op,
                     "account": _hex(account),
                     "problem": "withdrawal without deposit",
-                },
-            )
-    for op, (shares, deposits, fees, holes) in sorted(sums.items()):
-        row = operators.get(op)
-        if row is None:
-            # Not priced at x (no stake and no shares yet: an operator whose own deposit is
-            # still pending): its positions can hold no shares.
-            if shares:
-                found.add(
-                    "nominator_shares_sum",
-                    x,
-                    {
-                        "operator_id": op,
-                        "problem": "positions hold shares, the operator has no state",
-                        "sum_effective": str(shares),
-                    },
-                )
-            continue
-        if holes:
-            found.holes += holes
-        elif row.shares_raw is not None:
-            diff = int(row.shares_raw) - shares
-            if not 0 <= diff <= deposits:
-                found.add(
-                    "nominator_shares_sum",
-                    x,
-                    {
-                        "operator_id": op,
-                        "total_shares": str(row.shares_raw),
-                        "sum_effective": str(shares),
-                        "difference": str(diff),
-                        "deposits": deposits,
-                    },
-                )
-            if row.share_price_perq is not None and row.stake_raw is not None:
-                bound = shares * int(row.share_price_perq) // PERQ
-                if bound > int(row.stake_raw):
-                    found.add(
-                        "nominator_value_bound",
-                        x,
-                        {
-                            "operator_id": op,
-                            "values_at_most": str(bound),
-                            "stake": str(row.stake_raw),
-                        },
-                    )
-        if row.storage_fee_raw is not None and fees != int(row.storage_fee_raw):
-            found.add(
-                "nominator_storage_fees",
-                x,
-                {
-                    "operator_id": op,
-                    "storage_fee": str(row.storage_fee_raw),
-                    "sum_of_deposits": str(fees),
-                },
-            )
-    for key in sorted(touched):
+                }
+        if deposits or counted:
+            part = (shares, deposits, fees, holes, counted)
+            self.parts[key] = part
+            sums = self.sums.setdefault(op, [0, 0, 0, 0, 0])
+            for i, v in enumerate(part):
+                sums[i] += v
+
+    def _judge_gain(
+        self, key: Key, x: int, state: Walk, row: _OperatorState | None, found: Findings
+    ) -> None:
         op, account = key
         held = state.positions.get(key)
-        row = operators.get(op)
         if held is None or held[0] is None or held[6] is None or held[7] is None or row is None:
-            continue
+            return
         if row.share_price_perq is None:
-            continue
-        price = int(row.share_price_perq)
-        if row.status in SLASHED_STATUSES or op in slashed_meta:
-            continue
+            return
+        price = row.share_price_perq
+        if row.status in SLASHED_STATUSES or op in self.slashed_meta:
+            return
         worth = held[6] * price // PERQ
         if held[3] is not None and held[3] >= x:  # pending, not yet converted: still its amount
             worth += held[4]
@@ -576,6 +604,77 @@ def _judge_epoch(conn, x, state: Walk, touched, operators, chain, slashed_meta, 
                     "deposit_on_hold": str(held[7]),
                 },
             )
+
+
+def _standing_order(item: tuple[tuple[str, Key, str], Any]) -> tuple[str, str, Key]:
+    (name, key, kind), _ = item
+    return name, kind, key
+
+
+def _judge_operator(
+    x: int,
+    op: int,
+    shares: int,
+    deposits: int,
+    fees: int,
+    holes: int,
+    row: _OperatorState | None,
+    found: Findings,
+) -> None:
+    """One operator's sums at x against its state: shares within rounding of its total, the
+    positions' value bound by its stake, the storage fees exact."""
+    if row is None:
+        # Not priced at x (no stake and no shares yet: an operator whose own deposit is still
+        # pending): its positions can hold no shares.
+        if shares:
+            found.add(
+                "nominator_shares_sum",
+                x,
+                {
+                    "operator_id": op,
+                    "problem": "positions hold shares, the operator has no state",
+                    "sum_effective": str(shares),
+                },
+            )
+        return
+    if holes:
+        found.holes += holes
+    elif row.shares_raw is not None:
+        diff = row.shares_raw - shares
+        if not 0 <= diff <= deposits:
+            found.add(
+                "nominator_shares_sum",
+                x,
+                {
+                    "operator_id": op,
+                    "total_shares": str(row.shares_raw),
+                    "sum_effective": str(shares),
+                    "difference": str(diff),
+                    "deposits": deposits,
+                },
+            )
+        if row.share_price_perq is not None and row.stake_raw is not None:
+            bound = shares * row.share_price_perq // PERQ
+            if bound > row.stake_raw:
+                found.add(
+                    "nominator_value_bound",
+                    x,
+                    {
+                        "operator_id": op,
+                        "values_at_most": str(bound),
+                        "stake": str(row.stake_raw),
+                    },
+                )
+    if row.storage_fee_raw is not None and fees != row.storage_fee_raw:
+        found.add(
+            "nominator_storage_fees",
+            x,
+            {
+                "operator_id": op,
+                "storage_fee": str(row.storage_fee_raw),
+                "sum_of_deposits": str(fees),
+            },
+        )
 
 
 def gain_tolerance(hold: int) -> int:
