@@ -299,7 +299,7 @@ def test_fast_raw_states_equal_the_parsers_on_the_real_sample(sample, shared_dat
     doc = _sample_doc(shared_data)
     _, want_positions, want_withdrawals = nc._raw_states(doc, 2647)
     with sample.connect() as conn:
-        row = conn.execute(text(nc._ITEMS_SQL), {"epochs": [2647]}).one()
+        (row,) = nc.position_items(conn, [2647])
     memo = nc._Decoded()
     for _ in range(2):  # the second time every text comes from the memo
         head, positions, withdrawals = nc._fast_raw_states(row, 2647, memo)
@@ -310,7 +310,7 @@ def test_fast_raw_states_equal_the_parsers_on_the_real_sample(sample, shared_dat
     # each value is decoded on its own, never matched to the parser's rows by position.
     import types
 
-    shuffled = types.SimpleNamespace(**{**row._mapping, "chain": list(reversed(row.chain))})
+    shuffled = types.SimpleNamespace(**{**row._asdict(), "chain": list(reversed(row.chain))})
     assert nc._fast_raw_states(shuffled, 2647, nc._Decoded())[1] == want_positions
     converted = [p for p in want_positions.values() if p[3] is not None and p[3] < 2647]
     assert converted and all(p[6] is not None for p in converted)

@@ -197,7 +197,7 @@ def test_a_fault_is_found_alike_in_every_epoch_it_lasts(normalized_small_copy, f
 
 def _items(conn: Connection) -> list:
     epochs = list(conn.execute(text("SELECT epoch FROM epoch_positions ORDER BY epoch")).scalars())
-    return list(conn.execute(text(nc._ITEMS_SQL), {"epochs": epochs}))
+    return nc.position_items(conn, epochs)
 
 
 def _held_equal_fresh(rows: list) -> int:
