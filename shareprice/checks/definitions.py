@@ -39,6 +39,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from shareprice.checks import fetch
 from shareprice.checks.registry import (
     MAX_EXAMPLES,
     Outcome,
@@ -435,37 +436,26 @@ def _operators_part(
         ),
         {"batch": batch, "drop": list(_NOT_FOR_PRICES)},
     ).all()
-    # Every column of both tables, in the parser's OperatorState order; numbers as text (an
-    # exact int in Python without a Decimal in between). The BETWEEN bounds let the epoch BRIN
-    # read one block range instead of one per listed epoch.
-    bounds = {"batch": batch, "lo": min(batch), "hi": max(batch)}
+    # Every column of both tables, in the parser's OperatorState order, NUMERIC as exact ints
+    # (fetch.rows). The BETWEEN bounds let the epoch BRIN read one block range instead of one
+    # per listed epoch.
     stored: dict[int, dict[int, tuple[Any, ...]]] = {}
-    for r in conn.execute(
-        text(
-            """
-            SELECT p.epoch, p.operator_id, p.share_price_perq::text AS price,
-                   s.stake_raw::text AS stake, s.shares_raw::text AS shares,
-                   s.storage_fee_raw::text AS fee, s.nomination_tax, s.status,
-                   s.rewards_raw::text AS rewards, s.operator_id IS NOT NULL AS has_state
-            FROM operator_share_prices p
-            LEFT JOIN operator_shares s
-              ON s.operator_id = p.operator_id AND s.epoch = p.epoch
-             AND s.epoch BETWEEN :lo AND :hi
-            WHERE p.epoch = ANY(CAST(:batch AS integer[])) AND p.epoch BETWEEN :lo AND :hi
-            """
-        ),
-        bounds,
+    for r in fetch.rows(
+        conn,
+        """
+        SELECT p.epoch, p.operator_id, p.share_price_perq, s.stake_raw, s.shares_raw,
+               s.storage_fee_raw, s.nomination_tax, s.status, s.rewards_raw,
+               s.operator_id IS NOT NULL AS has_state
+        FROM operator_share_prices p
+        LEFT JOIN operator_shares s
+          ON s.operator_id = p.operator_id AND s.epoch = p.epoch
+         AND s.epoch BETWEEN %(lo)s AND %(hi)s
+        WHERE p.epoch = ANY(%(batch)s::integer[]) AND p.epoch BETWEEN %(lo)s AND %(hi)s
+        """,
+        {"batch": batch, "lo": min(batch), "hi": max(batch)},
     ):
-        stored.setdefault(r.epoch, {})[r.operator_id] = (
-            int(r.price),
-            _opt_int(r.stake),
-            _opt_int(r.shares),
-            _opt_int(r.fee),
-            r.nomination_tax,
-            r.status,
-            _opt_int(r.rewards),
-            r.has_state,
-        )
+        # (price, stake, shares, fee, tax, status, rewards, has_state)
+        stored.setdefault(r[0], {})[r[1]] = r[2:]
     registries: list[tuple[int, int, list[Any] | None, list[Any] | None]] = []
     unusual: list[int] = []  # registry read by _REGISTRY_SQL (not an ordinary storage dump)
     for doc in docs:
@@ -545,10 +535,6 @@ def _operators_part(
         registries, {epoch: list(ops) for epoch, ops in stored.items()}
     )
     return part, counts, phantom
-
-
-def _opt_int(value: str | None) -> int | None:
-    return None if value is None else int(value)
 
 
 def _num_str(value: Any) -> Any:

@@ -36,14 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
-from psycopg.abc import Buffer
-from psycopg.adapt import Loader
-from psycopg.rows import namedtuple_row
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from shareprice.chain import nominators, parser
 from shareprice.chain.parser import ParseError
+from shareprice.checks import fetch
 from shareprice.checks.definitions import SLASHED_STATUSES, _status, changed_epochs
 from shareprice.checks.registry import MAX_EXAMPLES, Outcome, Scope, check
 
@@ -166,25 +164,6 @@ _TABLES = (
 )
 
 
-class _IntegerLoader(Loader):
-    """A NUMERIC column's text straight to int: every NUMERIC the walk reads is NUMERIC(40,0),
-    and going through Decimal cost more than the rest of reading a change row."""
-
-    def load(self, data: Buffer) -> int:
-        return int(bytes(data))
-
-
-def _rows(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """All rows of `sql` (psycopg parameters) as plain tuples, NUMERIC as int: read on the
-    run's own transaction through the driver's cursor, ~4x cheaper per row than a
-    SQLAlchemy result, for the walk's ~3 M change rows at seed scale."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    with driver.cursor() as cur:
-        cur.adapters.register_loader("numeric", _IntegerLoader)
-        return cur.execute(sql, params).fetchall()
-
-
 def _apply(rows: Any, target: dict[Key, Any], touched: set[Key] | None) -> None:
     """Rows (from_epoch, operator_id, account, *state) from _rows onto the walk's states."""
     for r in rows:
@@ -223,7 +202,7 @@ def walk(
             ):
                 if x - 1 > read_to:
                     _apply(
-                        _rows(
+                        fetch.rows(
                             conn,
                             _LATEST_SQL.format(columns=columns, table=table),
                             {"after": read_to, "upto": x - 1},
@@ -236,7 +215,7 @@ def walk(
                     lo = x
                     hi = min(epochs[min(i + WALK_WINDOW - 1, len(epochs) - 1)], x + 4 * WALK_WINDOW)
                     rows = defaultdict(list)
-                    for r in _rows(
+                    for r in fetch.rows(
                         conn, _RANGE_SQL.format(columns=columns, table=table), {"lo": lo, "hi": hi}
                     ):
                         rows[r[0]].append(r)
@@ -274,7 +253,7 @@ class _OperatorState(NamedTuple):
 
 
 def _operator_states(conn: Connection, epochs: list[int]) -> dict[int, dict[int, _OperatorState]]:
-    rows = _rows(
+    rows = fetch.rows(
         conn,
         """
         SELECT s.epoch, s.operator_id, s.stake_raw, s.shares_raw, s.storage_fee_raw,
@@ -298,7 +277,7 @@ def _chain_prices(conn: Connection) -> dict[tuple[int, int, int], int]:
     cost more than the rest of the walk."""
     return {
         (r[0], r[1], r[2]): r[3]
-        for r in _rows(
+        for r in fetch.rows(
             conn,
             "SELECT operator_id, domain_id, domain_epoch, shares_per_stake_perq "
             "FROM operator_chain_share_prices",
@@ -904,13 +883,9 @@ FROM (SELECT epoch, data || '{}'::jsonb AS d FROM epochs
 
 
 def position_items(conn: Connection, epochs: list[int]) -> list[Any]:
-    """_ITEMS_SQL's rows (attribute access) for `epochs`, in binary: text arrays then travel
-    as plain strings, where the text format quoted and backslash-escaped every '"' of ~3 MB
-    of entry texts per seed-scale epoch on the server and unescaped them again in Python."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    with driver.cursor(binary=True, row_factory=namedtuple_row) as cur:
-        return cur.execute(_ITEMS_SQL, {"epochs": epochs}).fetchall()
+    """_ITEMS_SQL's rows (attribute access) for `epochs`, in binary: ~3 MB of entry texts per
+    seed-scale epoch, which the text format escaped on the server and unescaped in Python."""
+    return fetch.binary_rows(conn, _ITEMS_SQL, {"epochs": epochs})
 
 
 class _Decoded:
