@@ -46,6 +46,7 @@ from shareprice.checks.registry import (
     Scope,
     Status,
     check,
+    status_for,
 )
 
 #: 10^36 as an exact decimal string: the chain's shares-per-stake inverts to stake-per-share
@@ -102,10 +103,6 @@ def _islands(values: Iterable[int], order: Sequence[int] | None = None) -> list[
 
 def format_range(first: int, last: int) -> str:
     return str(first) if first == last else f"{first}-{last}"
-
-
-def _status(count: int, bad: Status = "fail") -> Status:
-    return "pass" if count == 0 else bad
 
 
 #: An incremental run judges the per-epoch SQL checks on just its changed epochs (index and
@@ -188,7 +185,7 @@ def _epochs_normalized(conn: Connection, scope: Scope) -> Outcome:
     note = f"{scope.raw_epochs:,} raw epochs, {len(rows):,} missing or stale range(s)"
     if raw_gaps:
         note += f"; the raw epochs themselves skip numbers in {raw_gaps:,} place(s) (not a fault)"
-    return Outcome(_status(count), count, examples, note)
+    return Outcome(status_for(count), count, examples, note)
 
 
 @check(
@@ -201,7 +198,7 @@ def _epochs_normalized(conn: Connection, scope: Scope) -> Outcome:
 def _operator_counts(conn: Connection, scope: Scope) -> Outcome:
     rows = [r for counts, _ in _registry_parts(conn, scope) for r in counts]
     return Outcome(
-        _status(len(rows)),
+        status_for(len(rows)),
         len(rows),
         rows[:MAX_EXAMPLES],
         f"checked {scope.describe()}",
@@ -587,7 +584,7 @@ def _price_formula(conn: Connection, scope: Scope) -> Outcome:
             "checked by prices_match_raw"
         )
     return Outcome(
-        _status(len(rows)),
+        status_for(len(rows)),
         len(rows),
         [_row_dict(r) for r in rows[:MAX_EXAMPLES]],
         note,
@@ -656,7 +653,11 @@ def _chain_prices_agree(conn: Connection, scope: Scope) -> Outcome:
     if total and not compared and changed is None:
         return Outcome("warn", 0, [], note + " (nothing could be paired)", bad_epochs=bad_epochs)
     return Outcome(
-        _status(bad), bad, [_row_dict(r) for r in rows[:MAX_EXAMPLES]], note, bad_epochs=bad_epochs
+        status_for(bad),
+        bad,
+        [_row_dict(r) for r in rows[:MAX_EXAMPLES]],
+        note,
+        bad_epochs=bad_epochs,
     )
 
 
@@ -687,7 +688,7 @@ def _no_phantom_operators(conn: Connection, scope: Scope) -> Outcome:
         for operator_id, v in sorted(per_operator.items())[:MAX_EXAMPLES]
     ]
     return Outcome(
-        _status(count),
+        status_for(count),
         count,
         examples,
         f"checked {scope.describe()}; {len(per_operator):,} unknown operator id(s)",
@@ -831,7 +832,10 @@ def _metadata_seen_range(conn: Connection, scope: Scope) -> Outcome:
         )
     ).all()
     return Outcome(
-        _status(len(rows)), len(rows), [_row_dict(r) for r in rows[:MAX_EXAMPLES]], "all operators"
+        status_for(len(rows)),
+        len(rows),
+        [_row_dict(r) for r in rows[:MAX_EXAMPLES]],
+        "all operators",
     )
 
 
@@ -901,7 +905,7 @@ def _comprehensive_analytics_agree(conn: Connection, scope: Scope) -> Outcome:
     else:
         what = scope.describe()
     return Outcome(
-        _status(len(rows)),
+        status_for(len(rows)),
         len(rows),
         examples,
         f"compared {ANALYTICS_V1} and {ANALYTICS_V2} on " + what,
@@ -1039,7 +1043,7 @@ def _operator_continuity(conn: Connection, scope: Scope) -> Outcome:
             }
         )
     return Outcome(
-        _status(count),
+        status_for(count),
         count,
         examples,
         f"{len(rows):,} operator(s) with gaps",
@@ -1081,7 +1085,7 @@ def _operator_continuity_changed(conn: Connection, scope: Scope, changed: list[i
     ]
     bad = {int(e) for r in rows for e in (*r.missing, r.epoch, r.previous_epoch)}
     return Outcome(
-        _status(count),
+        status_for(count),
         count,
         examples,
         f"{len({r.operator_id for r in rows}):,} operator(s) with gaps; {covered(scope, changed)}",

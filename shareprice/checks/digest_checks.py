@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from shareprice.checks.registry import MAX_EXAMPLES, Outcome, Scope, check
+from shareprice.checks.registry import MAX_EXAMPLES, Outcome, Scope, check, status_for
 
 # Epochs whose maintained digest (epoch_rows_digests) differs from the one recomputed from the
 # normalized rows (epoch_rows_digests_recomputed); both list every normalized epoch.
@@ -55,4 +55,4 @@ def _rows_digests_maintained(conn: Connection, scope: Scope) -> Outcome:
             "; a write bypassed the triggers: `SELECT epoch_rows_digest_rebuild()` recomputes "
             "them, and the next incremental run re-reads the epochs whose rows changed"
         )
-    return Outcome("fail" if rows else "pass", len(rows), examples, note)
+    return Outcome(status_for(len(rows)), len(rows), examples, note)

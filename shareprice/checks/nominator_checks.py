@@ -42,8 +42,8 @@ from sqlalchemy.engine import Connection
 from shareprice.chain import nominators, parser
 from shareprice.chain.parser import ParseError
 from shareprice.checks import fetch
-from shareprice.checks.definitions import SLASHED_STATUSES, _status, changed_epochs
-from shareprice.checks.registry import MAX_EXAMPLES, Outcome, Scope, check
+from shareprice.checks.definitions import SLASHED_STATUSES, changed_epochs
+from shareprice.checks.registry import MAX_EXAMPLES, Outcome, Scope, check, status_for
 
 PERQ = 10**18
 #: Epochs per chunk of the raw positions check: each chunk starts with a jump to its first
@@ -683,7 +683,7 @@ def _shared_outcome(conn: Connection, scope: Scope, name: str, what: str) -> Out
     if not found.judged:
         note = "no nominator positions in the judged epochs"
     return Outcome(
-        _status(count),
+        status_for(count),
         count,
         found.items.get(name, [])[:MAX_EXAMPLES],
         note,
@@ -784,7 +784,7 @@ def _nominator_positions_match_raw(conn: Connection, scope: Scope) -> Outcome:
     note = (
         f"{judged:,} epoch(s) with positions compared with their raw documents ({scope.describe()})"
     )
-    return Outcome(_status(count), count, examples, note, bad_epochs=frozenset(bad))
+    return Outcome(status_for(count), count, examples, note, bad_epochs=frozenset(bad))
 
 
 def _deposit_state(d: Any, chain: dict, epoch: int) -> list[Any]:

@@ -63,6 +63,11 @@ class CheckResult:
         }
 
 
+def status_for(count: int, bad: Status = "fail") -> Status:
+    """A check's status from its count of offending rows: pass at 0, else `bad`."""
+    return "pass" if count == 0 else bad
+
+
 T = TypeVar("T")
 
 #: Which epochs the raw-reading checks cover: every normalized epoch, those whose raw document or
