@@ -50,28 +50,24 @@ ORDER BY p.from_epoch, p.operator_id, p.account LIMIT 1
 """
 
 
-def stored_value_lasting_several_epochs(conn: Connection) -> int:
+def _on_lasting_row(conn: Connection, change: str) -> int:
+    """Apply `change` (a statement on :o, :a, :e) to the _LASTING row; how long it lasts."""
     row = conn.execute(text(_LASTING)).one()
     conn.execute(
-        text(
-            "UPDATE nominator_positions SET deposit_on_hold = deposit_on_hold + 1 "
-            "WHERE operator_id = :o AND account = :a AND from_epoch = :e"
-        ),
+        text(change + " WHERE operator_id = :o AND account = :a AND from_epoch = :e"),
         {"o": row.operator_id, "a": row.account, "e": row.from_epoch},
     )
     return int(row.next_epoch - row.from_epoch)
+
+
+def stored_value_lasting_several_epochs(conn: Connection) -> int:
+    return _on_lasting_row(
+        conn, "UPDATE nominator_positions SET deposit_on_hold = deposit_on_hold + 1"
+    )
 
 
 def stored_change_row_deleted(conn: Connection) -> int:
-    row = conn.execute(text(_LASTING)).one()
-    conn.execute(
-        text(
-            "DELETE FROM nominator_positions "
-            "WHERE operator_id = :o AND account = :a AND from_epoch = :e"
-        ),
-        {"o": row.operator_id, "a": row.account, "e": row.from_epoch},
-    )
-    return int(row.next_epoch - row.from_epoch)
+    return _on_lasting_row(conn, "DELETE FROM nominator_positions")
 
 
 def stored_withdrawal_added(conn: Connection) -> int:
@@ -263,27 +259,13 @@ def test_a_conversion_without_its_chain_price_is_noticed_without_any_text_changi
 
 
 def effective_shares_off_for_several_epochs(conn: Connection) -> int:
-    row = conn.execute(text(_LASTING)).one()
-    conn.execute(
-        text(
-            "UPDATE nominator_positions SET effective_shares = effective_shares + 3 "
-            "WHERE operator_id = :o AND account = :a AND from_epoch = :e"
-        ),
-        {"o": row.operator_id, "a": row.account, "e": row.from_epoch},
+    return _on_lasting_row(
+        conn, "UPDATE nominator_positions SET effective_shares = effective_shares + 3"
     )
-    return int(row.next_epoch - row.from_epoch)
 
 
 def hold_missing_for_several_epochs(conn: Connection) -> int:
-    row = conn.execute(text(_LASTING)).one()
-    conn.execute(
-        text(
-            "UPDATE nominator_positions SET deposit_on_hold = NULL "
-            "WHERE operator_id = :o AND account = :a AND from_epoch = :e"
-        ),
-        {"o": row.operator_id, "a": row.account, "e": row.from_epoch},
-    )
-    return int(row.next_epoch - row.from_epoch)
+    return _on_lasting_row(conn, "UPDATE nominator_positions SET deposit_on_hold = NULL")
 
 
 def withdrawal_without_deposit_with_shares(conn: Connection) -> int:
