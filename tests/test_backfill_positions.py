@@ -730,3 +730,148 @@ def test_a_half_removed_position_and_a_changed_chain_price_write_exactly_their_c
     at_2648 = {(r[0], r[1]) for r in expected if r[2] == 2648}
     assert hold_gone in at_2648 and deposit_gone in at_2648 and len(at_2648) > 2
     assert hold_gone in {(r[0], r[1]) for r in expected if r[2] == 2649}
+
+
+# --- comparing with E-1 position by position, and the shares-only step ------------------------
+
+
+def _canonical(entry: dict, payload: dict) -> dict:
+    """The entry with this payload in the chain's own spelling (no spaces)."""
+    key = entry["value"].split(",", 1)[0]
+    return {"key": entry["key"], "value": key + "," + json.dumps(payload, separators=(",", ":"))}
+
+
+def _shares_text(entry: dict, shares: str) -> dict:
+    """The entry with only the digits of known.shares replaced (same length, same layout)."""
+    value = entry["value"]
+    at = value.index('"shares":"0x') + len('"shares":"0x')
+    assert len(shares) == 32 and value[at + 32] == '"'
+    return {"key": entry["key"], "value": value[:at] + shares + value[at + 32 :]}
+
+
+def _builds(docs: dict[int, dict]) -> dict[int, tuple]:
+    """positions.build over consecutive documents (as _rows_by_build), keeping each epoch's
+    items, its rows and how many entries went through the per-entry decoder."""
+    from shareprice.backfill import positions
+
+    decoded = 0
+    original = positions._decode_position
+
+    def counting(*args, **kwargs):
+        nonlocal decoded
+        decoded += 1
+        return original(*args, **kwargs)
+
+    out, base, before = {}, None, None
+    positions._decode_position = counting
+    try:
+        for epoch in sorted(docs):
+            doc = docs[epoch]
+            values = {
+                n: [e["value"] for e in doc[n]["entries"]]
+                for n in ("deposits", "depositOnHold", "withdrawals")
+            }
+            prices = _chain_prices(doc)
+            told = None
+            if before is not None:
+                told = {k for k in prices.keys() | before.keys() if prices.get(k) != before.get(k)}
+            before, decoded = prices, 0
+            items, changes = positions.build(
+                epoch, 0, None, values["deposits"], values["withdrawals"],
+                values["depositOnHold"], prices, base, changed_prices=told,
+            )  # fmt: skip
+            rows = {
+                (op, account, epoch, (None,) * 8 if state is None else tuple(state[2:]))
+                for op, account, state in changes.rows
+            }
+            out[epoch] = (items, rows, decoded, base)
+            base = items
+    finally:
+        positions._decode_position = original
+    return out
+
+
+def test_walked_items_and_shares_only_changes_give_the_raw_rows(real):
+    """build compares each item with E-1's position by position (positions._walk: the keys
+    and their map are E-1's objects while no entry is added or removed) and takes a deposit
+    that differs from E-1's canonical text only in its 32 shares digits by the shares-only
+    step. Entries added, removed and swapped, at the ends and in the middle; shares changed in
+    the chain's spelling, in upper-case digits, and in a non-canonical E-1 text whose shares
+    key appears twice (JSON takes the last): every epoch's rows are the raw 042 rule's."""
+    from shareprice.backfill import positions
+
+    fixed = [
+        i for i, e in enumerate(_entries(real, "deposits")) if positions._fixed_layout(e["value"])
+    ]
+    assert len(fixed) >= 12, "the sample has deposits in the chain's padded spelling"
+    rng = random.Random(7)
+
+    def new_shares(entry: dict) -> str:
+        return format(_amount(_payload(entry)["known"]["shares"]) + rng.randint(1, 10**9), "032x")
+
+    # 2648: shares-only changes; one in upper-case digits; a hold changed.
+    d48 = successor(real, 2648)
+    deps = _entries(d48, "deposits")
+    for i in fixed[:8]:
+        deps[i] = _shares_text(deps[i], new_shares(deps[i]))
+    deps[fixed[8]] = _shares_text(deps[fixed[8]], new_shares(deps[fixed[8]]).upper())
+    holds = _entries(d48, "depositOnHold")
+    key, amount = holds[3]["value"].split(",", 1)
+    holds[3] = {"key": holds[3]["key"], "value": f"{key},{int(amount) + 5}"}
+    # 2649: shares-only again (from 2648's texts), plus the first deposit and its hold removed,
+    # one added in the middle (with a hold), one at the end, and two neighbours swapped.
+    d49 = successor(d48, 2649)
+    deps = _entries(d49, "deposits")
+    for i in fixed[:4]:
+        deps[i] = _shares_text(deps[i], new_shares(deps[i]))
+    middle_op = _split(deps[len(deps) // 2]["value"])[0]
+    gone = _split(deps[0]["value"])[:2]
+    deps.insert(len(deps) // 2, {"key": ["x"], "value": _key(DEPOSITS, middle_op, "0" * 64)
+             + ',{"known":{"shares":"0x' + "1" * 32 + '","storageFeeDeposit":0},"pending":null}'})  # fmt: skip
+    deps.append({"key": ["x"], "value": _key(DEPOSITS, 2**40, "f" * 64)
+                 + ',{"known":{"shares":"0x' + "2" * 32 + '","storageFeeDeposit":0},"pending":null}'})  # fmt: skip
+    deps[20], deps[21] = deps[21], deps[20]
+    del deps[0]
+    _set_entries(d49, "deposits", deps)
+    holds = [e for e in _entries(d49, "depositOnHold") if _split(e["value"])[:2] != gone]
+    holds.insert(len(holds) // 2, {"key": ["x"], "value": _key(HOLDS, middle_op, "0" * 64) + ",7"})
+    _set_entries(d49, "depositOnHold", holds)
+    # 2650: one text respelled with its shares key twice (JSON: the last one counts).
+    d50 = successor(d49, 2650)
+    deps = _entries(d50, "deposits")
+    twice = next(i for i, e in enumerate(deps) if positions._fixed_layout(e["value"]))
+    value = deps[twice]["value"]
+    last = value.index('"storageFeeDeposit"')
+    deps[twice] = {"key": deps[twice]["key"], "value": value[:last]
+                   + '"shares":"0x' + "3" * 32 + '",' + value[last:]}  # fmt: skip
+    # 2651: its first shares digits changed (the state does not change), and the rest
+    # shares-only changes on canonical texts only.
+    d51 = successor(d50, 2651)
+    deps = _entries(d51, "deposits")
+    deps[twice] = _shares_text(deps[twice], "4" * 32)
+    only = [
+        i
+        for i, e in enumerate(deps)
+        if positions._fixed_layout(e["value"])
+        and positions._DEPOSIT_RE.fullmatch(e["value"])  # not the upper-case one of 2648
+        and i != twice
+    ]
+    for i in only[:10]:
+        deps[i] = _shares_text(deps[i], new_shares(deps[i]))
+    docs = {2647: real, 2648: d48, 2649: d49, 2650: d50, 2651: d51}
+
+    expected, _, _ = expected_rows(docs)
+    built = _builds(docs)
+    for epoch in docs:
+        assert built[epoch][1] == {r for r in expected if r[2] == epoch}, epoch
+    assert len(built[2648][1]) == 10  # 8 + the upper-case one + the hold
+    assert not any(r[0:2] == _split(deps[twice]["value"])[:2] for r in built[2651][1])
+    # What the fast paths did: E-1's keys where nothing was added or removed, fresh ones
+    # where it was; the shares-only changes of 2651 went through no per-entry decoder, and
+    # 2648 decoded only the upper-case text and the changed hold.
+    for epoch, same in ((2648, True), (2649, False), (2650, True), (2651, True)):
+        items, _, _, base = built[epoch]
+        assert (items.deposits.keys is base.deposits.keys) is same, epoch
+        assert items.deposits.keys == [v[66:146] for v in items.deposits.values]
+    assert built[2648][2] == 2
+    assert built[2651][2] == 1  # the text whose E-1 spelling was not the chain's
