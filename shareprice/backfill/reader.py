@@ -46,6 +46,7 @@ from psycopg.types.json import set_json_loads
 
 from shareprice.backfill import positions
 from shareprice.backfill.positions import EpochItems, PositionChanges
+from shareprice.backfill.rewards import rewards_of
 from shareprice.chain.codec import KEY_PREFIX_LEN
 from shareprice.chain.nominators import head_domain_number, parse_positions
 from shareprice.chain.parser import (
@@ -55,7 +56,6 @@ from shareprice.chain.parser import (
     load_json,
     operator_rows,
     parse_document,
-    parse_rewards,
 )
 from shareprice.chain.records import Format
 
@@ -461,7 +461,7 @@ def _parse_parts(
     # epoch, endBlock, endHash, timestamp, the summary and its currentTotalStake: the parser's
     # own checks, on a document without the operators (decoded below without a dataclass each).
     epoch = parse_document(doc).epoch
-    rewards = None if raw.rewards is None else parse_rewards(raw.rewards[0], epoch=epoch)
+    rewards = None if raw.rewards is None else rewards_of(raw.rewards[0], epoch)
     if any(v is None for v in values):  # an entry without a value: the whole document decides
         raise _Unusual
     operators: list[OperatorRow] = [*operator_rows(cast(list[str], values), rewards, epoch=epoch)]
