@@ -596,3 +596,29 @@ def test_stored_epoch_totals_equal_the_rows_after_every_kind_of_write(raw_copy, 
         conn.execute("TRUNCATE operator_share_prices, epoch_normalizations")
     assert backfill.run_backfill(engine, backfill.Options(workers=1, batch_size=30)).ok
     stored_equals_live()
+
+
+def test_fetch_in_chunks_returns_what_one_query_returns(raw_copy):
+    """reader.fetch sends one query per _ROWS_PER_FETCH epochs: the rows, bases included and
+    just before their epochs, are exactly those of one query over all of them, in order, for
+    epochs with gaps (a base inside the range) and a chunk boundary at a gap."""
+    from shareprice.backfill import reader
+
+    with connect(raw_copy) as conn:
+        reader.configure(conn)
+        epochs = [e for (e,) in conn.execute("SELECT epoch FROM epochs ORDER BY 1").fetchall()]
+        assert len(epochs) > 3 * reader._ROWS_PER_FETCH
+        wanted = [e for e in epochs if e not in (epochs[3], epochs[8], epochs[9], epochs[17])]
+        wanted.reverse()  # any order in, epoch order out
+        with conn.transaction():
+            got = list(reader.fetch(conn, wanted))
+            with conn.cursor(binary=True) as cur:
+                cur.execute(
+                    reader.FETCH_SQL,
+                    {"epochs": wanted, "bases": reader.base_epochs(wanted)},
+                )
+                expected = [reader.RawEpoch(*row) for row in cur.fetchall()]
+    assert got == expected
+    # E-1 of the epoch after each gap (the missing E-1 of the first epoch has no row).
+    assert [r.epoch for r in got if r.is_base] == [epochs[3], epochs[9], epochs[17]]
+    assert [r.epoch for r in got] == sorted(r.epoch for r in got)

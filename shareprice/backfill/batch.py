@@ -107,13 +107,13 @@ def process_batch(
                 touched = begin_batch(conn, epochs, replace_all=replace_all)
                 # closing(): a statement failing mid-batch (a mid-batch flush's COPY) stops the
                 # prefetching thread here, before the rollback and the retry, not whenever the
-                # generator is collected (its FETCHes would race the retry's statements).
+                # generator is collected (its queries would race the retry's statements).
                 with contextlib.closing(prefetch(fetch(conn, epochs))) as rows:
                     for parsed in parse_batch(rows, partial(load_document, conn), batch.add):
                         if parsed.error is not None:
                             batch.fail(parsed.raw, str(parsed.error))
                         elif batch.buffered >= FLUSH_ROWS:
-                            batch.flush(conn)  # between the prefetching thread's FETCHes
+                            batch.flush(conn)  # between the prefetching thread's queries
                 read_s = time.perf_counter() - started
                 counts = finish_batch(conn, batch, run_id, touched)
         except psycopg.errors.UniqueViolation:

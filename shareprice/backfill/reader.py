@@ -253,14 +253,27 @@ def base_epochs(epochs: Sequence[int]) -> list[int]:
 
 def fetch(conn: psycopg.Connection, epochs: Sequence[int]) -> Iterator[RawEpoch]:
     """The requested epochs, in epoch order (epochs that no longer exist are left out), with
-    their base epochs' rows (is_base) just before them."""
-    # A server-side cursor, a few rows per round trip: memory stays at a few documents whatever
-    # the batch size, and other statements (load_document) can run between fetches.
-    with conn.cursor(name="backfill_fetch", binary=True) as cur:
-        cur.itersize = _ROWS_PER_FETCH
-        cur.execute(FETCH_SQL, {"epochs": list(epochs), "bases": base_epochs(epochs)})
-        for row in cur:
+    their base epochs' rows (is_base) just before them.
+
+    One plain query per _ROWS_PER_FETCH epochs (with the bases of those epochs): memory stays
+    at a few documents whatever the batch size, and other statements (load_document, a
+    mid-batch flush) can run between the queries. Not a server-side cursor: each FETCH of one
+    materialized its rows (~20 MB of item arrays per 8 seed documents) in the portal's
+    tuplestore, copied in and out again before sending them (measured on 300 seed epochs,
+    interleaved: ~1-2 ms of server CPU per epoch more, and ~0.3 ms of client CPU)."""
+    ordered = sorted(set(epochs))
+    bases = base_epochs(ordered)
+    for i in range(0, len(ordered), _ROWS_PER_FETCH):
+        chunk = ordered[i : i + _ROWS_PER_FETCH]
+        inside = set(chunk)
+        with conn.cursor(binary=True) as cur:
+            cur.execute(
+                FETCH_SQL, {"epochs": chunk, "bases": [b for b in bases if b + 1 in inside]}
+            )
+            rows = cur.fetchall()
+        for row in rows:
             yield RawEpoch(*row)
+        del rows
 
 
 _DONE = object()

@@ -520,11 +520,10 @@ def prepare_connection(conn: psycopg.Connection) -> None:
         # A commit need not wait for its WAL flush: a server crash can lose the last batches,
         # never half of one, and the next run redoes whatever epoch_normalizations lacks.
         conn.execute("SET synchronous_commit = off")
-        # This session only. Each FETCH of the raw reader's cursor materializes its rows (~8
-        # documents' parts, ~20 MB at seed scale) in a tuplestore before sending them: with the
-        # default 4 MB that went to a temporary file and back on every FETCH (~10 % of the
-        # backend's CPU in perf, write syscalls and the file's removal included). The bands'
-        # percentile sort of a batch's prices (sql/020) stays in memory too.
+        # This session only. The bands' percentile sort of a batch's prices (sql/020) and the
+        # write triggers' transition tables stay in memory. (It was set for the raw reader's
+        # server-side cursor, whose FETCHes materialized ~20 MB each in a tuplestore that went
+        # to a temporary file with the default 4 MB; the reader now sends plain queries.)
         conn.execute("SET work_mem = '64MB'")
 
 
