@@ -39,6 +39,7 @@ import queue
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import filterfalse
 from typing import Any, cast
 
 import psycopg
@@ -341,7 +342,8 @@ class ChainDiff:
     map updated with the new entries, rebuilt from all of them when a key disappeared."""
 
     def __init__(self) -> None:
-        self._previous: dict[str, str] | None = None
+        #: The previous document's entry texts, and its key -> text map.
+        self._previous: tuple[set[str], dict[str, str]] | None = None
         self._previous_epoch: int | None = None
         self.prices: dict[tuple[int, int, int], int] = {}
         #: After parse(): the epoch of the document `prices` was diffed against and the keys
@@ -372,40 +374,67 @@ class ChainDiff:
             raise _Unusual
         if None in values:  # an entry without a string value: the parser says what it is
             raise _Unusual
-        keys = [v[:_CHAIN_KEY_LEN] for v in values]
-        current = dict(zip(keys, values, strict=True))
+        texts = set(values)
+        diffed = None if previous is None else _chain_diff(values, texts, *previous)
         changed: set[tuple[int, int, int]] | None = None
-        if len(current) != len(values) or previous is None:
+        if diffed is None:
             # The batch's first document, or a key repeated (the parser decides what it is).
             rows = chain_price_rows(values, epoch=epoch)
             prices = {(o, d, de): v for o, d, de, v in rows}
+            by_key = dict(zip([v[:_CHAIN_KEY_LEN] for v in values], values, strict=True))
         else:
-            seen = previous.get
-            rows = chain_price_rows(
-                [v for k, v in zip(keys, values, strict=True) if seen(k) != v], epoch=epoch
-            )
+            new, new_keys, gone, by_key = diffed
+            rows = chain_price_rows(new, epoch=epoch)
             prices = known
             # Entries that vanished (dumps that keep a window of history): out of the map. Their
             # keys parsed when they were new, so they decode.
             changed = set()
-            for k in previous.keys() - current.keys():
+            for k in gone:
+                del by_key[k]
                 raw = bytes.fromhex(k[KEY_PREFIX_LEN:])
-                gone = (
+                vanished = (
                     int.from_bytes(raw[0:8], "little"),
                     int.from_bytes(raw[8:12], "little"),
                     int.from_bytes(raw[12:16], "little"),
                 )
-                prices.pop(gone, None)
-                changed.add(gone)
+                prices.pop(vanished, None)
+                changed.add(vanished)
+            by_key.update(zip(new_keys, new, strict=True))
             for o, d, de, v in rows:
                 prices[(o, d, de)] = v
                 changed.add((o, d, de))
-        self._previous = current
+        self._previous = (texts, by_key)
         self._previous_epoch = epoch
         self.prices = prices
         if changed is not None:
             self.changed_since, self.changed = previous_epoch, changed
         return rows
+
+
+def _chain_diff(
+    values: list[str], texts: set[str], before: set[str], by_key: dict[str, str]
+) -> tuple[list[str], list[str], list[str], dict[str, str]] | None:
+    """The entries of `values` whose text the previous document lacks, their keys, the keys
+    that vanished, and the previous key -> text map to update; None when a key appears twice
+    in `values` (the parser then decides on all of them).
+
+    Set operations on whole texts (hashed in C) rather than a key slice per entry: ~3,400
+    entries per seed document, ~50 of them new. The previous document's keys were distinct, so
+    a key can appear twice only through a text that is new: as two new texts, or beside the
+    previous text of its key, still there."""
+    if len(texts) != len(values):
+        return None
+    new = list(filterfalse(before.__contains__, values))
+    new_keys = [v[:_CHAIN_KEY_LEN] for v in new]
+    fresh = set(new_keys)
+    if len(fresh) != len(new_keys):
+        return None
+    for k in new_keys:
+        old = by_key.get(k)
+        if old is not None and old in texts:
+            return None
+    gone = [k for k in (t[:_CHAIN_KEY_LEN] for t in before - texts) if k not in fresh]
+    return new, new_keys, gone, by_key
 
 
 _EMPTY_DUMP: dict[str, Any] = {"entries": []}
