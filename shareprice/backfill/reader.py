@@ -504,15 +504,13 @@ def _parse_parts(
     # own checks, on a document without the operators (decoded below without a dataclass each).
     epoch = parse_document(doc).epoch
     rewards = None if raw.rewards is None else rewards_of(raw.rewards[0], epoch)
-    if any(v is None for v in values):  # an entry without a value: the whole document decides
+    if None in values:  # an entry without a value: the whole document decides
         raise _Unusual
     operators: list[OperatorRow] = [*operator_rows(cast(list[str], values), rewards, epoch=epoch)]
     if raw.chain_values is None:
         chain.forget()
         prices: list[ChainRow] = []
-    else:
-        if any(v is None for v in raw.chain_values):
-            raise _Unusual
+    else:  # (an entry without a value raises _Unusual there)
         prices = chain.parse(epoch, cast(list[str], raw.chain_values), raw.chain_count)
     # The base is E-1 only: a stored document under another epoch fails anyway.
     return (
