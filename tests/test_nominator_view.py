@@ -24,9 +24,21 @@ def test_a_lone_epoch_gets_a_marker_and_a_hole_stays_a_gap():
     assert None in list(line.y)  # 11 -> 20 and 20 -> 30 are not bridged
     # 10-11 are drawn as a line; 20 and 30 have a hole on each side (or the edge): markers.
     assert list(lone.x) == [20, 30] and list(lone.y) == [7.0, 9.0]
+    assert fig.layout.yaxis.tickformat == ",.4~f"  # 160,000.0005 AI3, as the cards say
     counts = pl.DataFrame({"epoch": [2647], "nominators": [105]})
     lone_count = nominator_view.counts_figure(counts).data[1]
     assert list(lone_count.x) == [2647] and list(lone_count.y) == [105]
+
+
+def test_epoch_ticks_are_whole_epochs_grouped_alike():
+    """A single dump's one epoch: one tick, 2,647, not plotly's 2646 / 2,646.5 / 2647."""
+    counts = pl.DataFrame({"epoch": [2647], "nominators": [105]})
+    axis = nominator_view.counts_figure(counts).layout.xaxis
+    assert list(axis.tickvals) == [2647] and axis.tickformat == ",d"
+    assert list(axis.range) == [2646, 2648]
+    # A long history keeps plotly's own spacing, grouped alike.
+    long = nominator_view.epoch_axis(list(range(0, 3734)))
+    assert long == {"title": {"text": "epoch"}, "tickformat": ",d"}
 
 
 def _holders(count: int, top: int, total: int):

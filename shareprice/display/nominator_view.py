@@ -175,6 +175,19 @@ def _lone_marker_trace(xs: list, ys: list, color: str, name: str) -> go.Scatter:
     )
 
 
+def epoch_axis(epochs: Sequence[int]) -> dict[str, object]:
+    """An x axis of whole epochs: ticks grouped alike ("2,646", not "2646" beside "2,646.5")
+    and, over a short history (a single dump shows one epoch), a tick per epoch instead of
+    plotly's half-epoch ticks, which named epochs that do not exist."""
+    axis: dict[str, object] = {"title": {"text": "epoch"}, "tickformat": ",d"}
+    if epochs and max(epochs) - min(epochs) < 10:
+        low, high = min(epochs), max(epochs)
+        axis.update(
+            tickmode="array", tickvals=list(range(low, high + 1)), range=[low - 1, high + 1]
+        )
+    return axis
+
+
 def value_figure(
     history: pl.DataFrame,
     events: pl.DataFrame,
@@ -214,8 +227,12 @@ def value_figure(
     fig.update_layout(
         height=380,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title="epoch",
-        yaxis_title=f"value ({unit})",
+        xaxis=epoch_axis(history["epoch"].to_list()),
+        yaxis={
+            "title": {"text": f"value ({unit})"},
+            # AI3 as the cards write it (160,000.0005, not 160.0005k); Shannons in SI steps.
+            "tickformat": ",.4~f" if unit == "AI3" else ".4~s",
+        },
         hovermode="closest",
         legend={"orientation": "h"},
     )
@@ -229,7 +246,7 @@ def counts_figure(counts: pl.DataFrame) -> go.Figure:
     fig.update_layout(
         height=260,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title="epoch",
+        xaxis=epoch_axis(counts["epoch"].to_list()),
         yaxis_title="nominators",
     )
     return fig
