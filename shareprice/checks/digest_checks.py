@@ -1,58 +1,57 @@
-"""The check that the incremental runs' change detector itself is right (sql/080).
+"""The check that the change marks incremental runs rely on (sql/080) missed no write.
 
-An incremental run re-reads raw JSON only for epochs whose digest of normalized rows moved
-since they were last verified. Since sql/080 those digests are kept by statement triggers as
-rows are written, not recomputed from ~10.6 M rows at every run (~2 s at seed scale). A write
-that bypasses triggers (session_replication_role = replica, a disabled trigger, a change below
-SQL) would leave a digest unmoved over changed rows; this check recomputes every digest from the
-rows and compares. It runs in full and sample runs: an incremental run is the one that relies on
-the maintained digests, and paying their recomputation there would undo what they save.
+An incremental run re-reads raw JSON only for epochs that are unverified, re-indexed or named
+by a change mark, which the normalized tables' statement triggers leave for every write. A
+write that bypasses triggers (session_replication_role = replica, a disabled trigger, a
+data-only pg_restore with --disable-triggers) leaves no mark, so no incremental run would look
+at that epoch again. Full and sample runs recompute the digest of every epoch they read; this
+check fails on a verified, unmarked epoch whose rows no longer hash to its verified digest.
+Those epochs were re-read by the same run (a wrong value among them fails the raw checks), and
+a saved run records their new digests, so the next incremental run starts from the truth.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from shareprice.checks import changes
 from shareprice.checks.registry import MAX_EXAMPLES, Outcome, Scope, check, status_for
-
-# Epochs whose maintained digest (epoch_rows_digests) differs from the one recomputed from the
-# normalized rows (epoch_rows_digests_recomputed); both list every normalized epoch.
-_DIFFERING_SQL = """
-SELECT coalesce(m.epoch, r.epoch) AS epoch, m.rows_digest AS maintained,
-       r.rows_digest AS recomputed
-FROM epoch_rows_digests() m
-FULL JOIN epoch_rows_digests_recomputed() r ON r.epoch = m.epoch
-WHERE m.rows_digest IS DISTINCT FROM r.rows_digest
-ORDER BY 1
-"""
 
 
 @check(
-    "rows_digests_maintained",
-    "Every normalized epoch's digest kept by the write triggers (sql/080, what incremental runs "
-    "use to find changed epochs) equals the digest recomputed from its rows, so no write "
-    "bypassed them. Compared in full and sample runs. Count: epochs that differ.",
+    "verified_digests_hold",
+    "Every epoch verified at its current raw revision and not marked as changed (sql/080: the "
+    "tables' triggers mark every write, which is how incremental runs find changed epochs) "
+    "still hashes to the digest it was verified with: no write bypassed the triggers. Compared "
+    "for the epochs a full or sample run reads. Count: epochs whose rows changed unmarked.",
 )
-def _rows_digests_maintained(conn: Connection, scope: Scope) -> Outcome:
+def _verified_digests_hold(conn: Connection, scope: Scope) -> Outcome:
     if scope.mode == "incremental":
         return Outcome(
             "pass",
             0,
-            note="not compared in an incremental run, which relies on these digests; "
-            "`shareprice check --full` (or --sample) recomputes and compares them",
+            note="not compared in an incremental run, which relies on the change marks; "
+            "`shareprice check --full` (or --sample) recomputes the digests and compares them",
         )
-    rows = conn.execute(text(_DIFFERING_SQL)).all()
+    changed: changes.Changes | None = scope.cache.get("changes")
+    if changed is None:  # called outside run_checks: compute what it would have
+        changed = changes.read(conn)
+        changed.compute_digests(conn, scope.epochs)
+    unmarked = changed.changed_behind_triggers()
     examples: list[dict[str, Any]] = [
-        {"epoch": r.epoch, "maintained": r.maintained, "recomputed": r.recomputed}
-        for r in rows[:MAX_EXAMPLES]
+        {
+            "epoch": e,
+            "verified_digest": changed.states[e].verified_digest,
+            "digest_now": changed.digests[e],
+        }
+        for e in unmarked[:MAX_EXAMPLES]
     ]
-    note = f"{scope.normalized_epochs:,} epochs' digests recomputed from their rows"
-    if rows:
+    note = f"{len(changed.digests):,} epochs' digests recomputed from their rows"
+    if unmarked:
         note += (
-            "; a write bypassed the triggers: `SELECT epoch_rows_digest_rebuild()` recomputes "
-            "them, and the next incremental run re-reads the epochs whose rows changed"
+            "; rows changed by a write that bypassed the triggers. This run re-read those "
+            "epochs (the raw checks judge their values); saved, it records their digests now"
         )
-    return Outcome(status_for(len(rows)), len(rows), examples, note)
+    return Outcome(status_for(len(unmarked)), len(unmarked), examples, note)

@@ -32,6 +32,7 @@ from sqlalchemy.pool import NullPool
 import shareprice.checks.definitions  # noqa: F401 - importing it registers the checks
 import shareprice.checks.digest_checks  # noqa: F401 - and the maintained digests' own check
 import shareprice.checks.nominator_checks  # noqa: F401 - and the nominator positions' checks
+from shareprice.checks import changes
 from shareprice.checks.registry import (
     CHECKS,
     MAX_EXAMPLES,
@@ -76,6 +77,13 @@ class CheckRun:
     verification_note: str = ""
     #: Processes the raw-reading checks ran on (1: the run's own connection).
     workers: int = 1
+    #: A save records the outcome of every epoch read: verified, or its verification removed.
+    records_verifications: bool = False
+    #: The run's snapshot and the epochs whose change marks (sql/080) a save forgets; every
+    #: mark it saw when settles_everything (see shareprice.checks.changes).
+    snapshot: str = ""
+    settled_marks: list[int] = field(default_factory=list)
+    settles_everything: bool = False
 
     @property
     def status(self) -> Status:
@@ -111,18 +119,6 @@ PARALLEL_FROM_EPOCHS = 200
 
 #: Progress of the raw-reading checks: (epochs done, epochs to do) over all of them.
 ProgressCallback = Callable[[int, int], None]
-
-# Per normalized epoch: the digest of its rows now (sql/041; kept by write triggers since
-# sql/080, so this reads a few rows per epoch instead of hashing every normalized row) and
-# whether it still matches its last verification (raw revision and digest). One row per epoch.
-_DIGESTS_SQL = """
-SELECT d.epoch, d.revision, d.rows_digest,
-       (v.epoch IS NOT NULL AND v.revision = d.revision AND v.rows_digest = d.rows_digest)
-           AS unchanged
-FROM epoch_rows_digests() d
-LEFT JOIN epoch_verifications v ON v.epoch = d.epoch
-ORDER BY d.epoch
-"""
 
 
 def run_checks(
@@ -171,16 +167,8 @@ def run_checks(
                 {"ms": str(int(statement_timeout_s * 1000))},
             )
         raw_epochs = int(conn.execute(text("SELECT count(*) FROM epochs")).scalar_one())
-        digests = conn.execute(text(_DIGESTS_SQL)).all() if scoped_checks else []
-        if scoped_checks:
-            normalized_epochs = [int(r.epoch) for r in digests]
-        else:
-            normalized_epochs = [
-                int(e)
-                for e in conn.execute(
-                    text("SELECT epoch FROM epoch_normalizations ORDER BY epoch")
-                ).scalars()
-            ]
+        changed = changes.read(conn)
+        normalized_epochs = changed.epochs
         chosen = sample_epochs(normalized_epochs, sample, seed) if sample else None
         mode: Mode
         if chosen is not None:
@@ -188,7 +176,16 @@ def run_checks(
         elif full:
             mode, epochs = "full", normalized_epochs
         else:
-            mode, epochs = "incremental", [int(r.epoch) for r in digests if not r.unchanged]
+            mode = "incremental"
+        if scoped_checks:
+            # The digests this run records (every epoch it reads) or decides with (the
+            # candidates of an incremental run): see shareprice.checks.changes.
+            changed.compute_digests(
+                conn,
+                None if mode == "full" else chosen if mode == "sample" else changed.candidates(),
+            )
+        if mode == "incremental":
+            epochs = [e for e in normalized_epochs if not changed.unchanged(e)]
         progress = _Progress(on_progress, len(epochs) * len(raw_checks))
         mapper = serial_mapper(conn)
         used_workers = 1
@@ -218,6 +215,7 @@ def run_checks(
             mode=mode,
             epochs=epochs,
             mapper=progress.wrap(mapper),
+            cache={"changes": changed},
         )
         for item in selected:
             if on_start:
@@ -266,12 +264,13 @@ def run_checks(
             f"{', '.join(progress.unverifiable_checks)} could not say which epochs are at fault"
         )
     else:
-        covered = set(epochs)
         verified = [
-            Verified(int(r.epoch), int(r.revision), str(r.rows_digest))
-            for r in digests
-            if r.epoch in covered and r.epoch not in progress.bad
+            Verified(e, changed.states[e].revision, changed.digests[e])
+            for e in epochs
+            if e not in progress.bad
         ]
+    records = bool(scoped_checks) and not note
+    settled = changed.settled(set(epochs), records) if scoped_checks else []
     return CheckRun(
         started_at=started_at,
         seconds=time.perf_counter() - started,
@@ -281,6 +280,10 @@ def run_checks(
         verified=verified,
         verification_note=note,
         workers=used_workers,
+        records_verifications=records,
+        snapshot=changed.snapshot,
+        settled_marks=settled,
+        settles_everything=bool(scoped_checks) and len(settled) == len(normalized_epochs),
     )
 
 
@@ -483,8 +486,12 @@ def save_run(engine: Engine, run: CheckRun, source: str = "cli") -> SaveResult:
                     for i, r in enumerate(run.results)
                 ],
             )
-            if run.verified:
+            if run.records_verifications:
                 _record_verifications(conn, run, int(run_id))
+            if run.snapshot:
+                changes.forget_settled_marks(
+                    conn, run.snapshot, run.settled_marks, run.settles_everything
+                )
         return SaveResult(int(run_id))
     except sa.exc.DBAPIError as exc:
         if is_read_only_error(exc):
@@ -498,9 +505,10 @@ def save_run(engine: Engine, run: CheckRun, source: str = "cli") -> SaveResult:
 
 def _record_verifications(conn: Connection, run: CheckRun, run_id: int) -> None:
     """Upsert the run's verified epochs; epochs of its scope found at fault lose theirs."""
-    conn.execute(
-        text(
-            """
+    if run.verified:
+        conn.execute(
+            text(
+                """
             INSERT INTO epoch_verifications (epoch, revision, rows_digest, verified_at, run_id)
             SELECT v.epoch, v.revision, v.rows_digest, :at, :run_id
             FROM unnest(CAST(:epochs AS integer[]), CAST(:revisions AS bigint[]),
@@ -509,15 +517,15 @@ def _record_verifications(conn: Connection, run: CheckRun, run_id: int) -> None:
                SET revision = EXCLUDED.revision, rows_digest = EXCLUDED.rows_digest,
                    verified_at = EXCLUDED.verified_at, run_id = EXCLUDED.run_id
             """
-        ),
-        {
-            "epochs": [v.epoch for v in run.verified],
-            "revisions": [v.revision for v in run.verified],
-            "digests": [v.rows_digest for v in run.verified],
-            "at": run.started_at,
-            "run_id": run_id,
-        },
-    )
+            ),
+            {
+                "epochs": [v.epoch for v in run.verified],
+                "revisions": [v.revision for v in run.verified],
+                "digests": [v.rows_digest for v in run.verified],
+                "at": run.started_at,
+                "run_id": run_id,
+            },
+        )
     verified = {v.epoch for v in run.verified}
     at_fault = [e for e in (run.scope.epochs or []) if e not in verified]
     if at_fault:
