@@ -2,10 +2,12 @@
 
 A registry of named checks (each says what it proves: `registry`), the checks themselves as SQL
 over the tables and, for those that need it, the raw JSON through the chain parser
-(`definitions`; the nominator positions' checks in `nominator_checks`; the check that the
-digests incremental runs rely on are kept right, in `digest_checks`); runs on one snapshot,
-stored with their results in `integrity_runs` for the integrity page's history (`runs`); their
-rendering as tables and text (`report`). Callers use only the names re-exported here.
+(`definitions`; the nominator positions' checks in `nominator_checks`; the check that no
+write escaped the change marks incremental runs rely on, in `digest_checks`); runs on one
+snapshot, stored with their results in `integrity_runs` for the integrity page's history
+(`runs`), which epochs changed since they were verified (`changes`), reading many rows fast
+inside a run (`fetch`); their rendering as tables and text (`report`). Callers use only the
+names re-exported here.
 
 May import: shareprice.chain, shareprice.store, shareprice.errors.
 """
