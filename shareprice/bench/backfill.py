@@ -29,6 +29,7 @@ from psycopg import sql
 from sqlalchemy.engine import URL
 
 from shareprice.backfill import Options, run_backfill
+from shareprice.bench import scratch
 from shareprice.store import config, db, migrate
 
 #: The tables a backfill writes, i.e. the rows the COPY floor copies.
@@ -52,46 +53,10 @@ _RESET = (
 Echo = Callable[[str], None]
 
 
-def _admin_url(url: URL) -> URL:
-    return url.set(database="postgres")
-
-
-def _admin(url: URL) -> psycopg.Connection:
-    return db.connect(_admin_url(url), autocommit=True)
-
-
-def _drop(url: URL, name: str) -> None:
-    db.forget_engine(url.set(database=name))
-    with _admin(url) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def _clone(source: URL, name: str, echo: Echo) -> URL:
-    """CREATE DATABASE ... TEMPLATE: a file copy, seconds for GBs, while nobody is connected
-    to the source. Others may be (benchmarks share it), so retry for a while."""
-    target = source.set(database=name)
-    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-        sql.Identifier(name), sql.Identifier(str(source.database))
-    )
-    deadline = time.monotonic() + 600
-    while True:
-        try:
-            with _admin(source) as conn:
-                conn.execute(statement)
-            return target
-        except psycopg.errors.ObjectInUse:
-            if time.monotonic() > deadline:
-                raise
-            echo(f"{source.database} is in use by another session; retrying the clone ...")
-            time.sleep(5)
-
-
 def _generate(server: URL, name: str, profile: str, echo: Echo) -> URL:
     from shareprice.ingest import generator
 
-    with _admin(server) as conn:
+    with scratch.admin(server) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     target = server.set(database=name)
     engine = db.get_engine(target)
@@ -276,7 +241,7 @@ def run(
     if source_url:
         echo(f"cloning {server.database} into {name} ...")
         started = time.perf_counter()
-        target = _clone(server, name, echo)
+        target = scratch.clone(server, name, echo)
         echo(f"  cloned in {time.perf_counter() - started:.1f}s")
     else:
         target = _generate(server, name, profile, echo)
@@ -329,7 +294,7 @@ def run(
         }
         if keep_as:
             db.forget_engine(target)
-            with _admin(server) as conn:
+            with scratch.admin(server) as conn:
                 conn.execute(
                     sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                         sql.Identifier(name), sql.Identifier(keep_as)
@@ -340,7 +305,7 @@ def run(
         return result
     finally:
         if not kept:
-            _drop(server, name)
+            scratch.drop(server, name)
 
 
 # --- follow-mode latency ---------------------------------------------------------------------------
@@ -358,7 +323,7 @@ def follow_latency(
 
     server = config.normalize_url(source_url) if source_url else db.resolve_url()
     name = f"bench_follow_{os.getpid()}"
-    with _admin(server) as conn:
+    with scratch.admin(server) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     target = server.set(database=name)
     proc: subprocess.Popen | None = None
@@ -429,7 +394,7 @@ def follow_latency(
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        _drop(server, name)
+        scratch.drop(server, name)
 
 
 def _wait_for(conn: psycopg.Connection, count: int, proc: subprocess.Popen) -> None:

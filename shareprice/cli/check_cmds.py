@@ -166,5 +166,44 @@ def check_cmd(
         sys.exit(1)
 
 
+@click.command("check")
+@click.option(
+    "--url",
+    default=None,
+    help="A backfilled database to measure on (cloned first; never modified).",
+)
+@click.option(
+    "--new-epochs",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="Epochs backfilled anew before the incremental runs (a follow batch).",
+)
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Processes of the full run and of the floor [all cores].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output).")
+@friendly_errors
+def bench_check(
+    url: str | None, new_epochs: int, repeats: int, workers: int | None, as_json: bool
+) -> None:
+    """`check --full` against a floor (every raw document read and parsed once, on as many
+    processes), and the incremental run after --new-epochs new epochs and with nothing changed."""
+    from shareprice.bench import checks as checks_bench
+
+    result = checks_bench.run(
+        url=url,
+        new_epochs=new_epochs,
+        repeats=repeats,
+        workers=workers or os.cpu_count() or 1,
+        echo=lambda t: click.echo(t, err=True),
+    )
+    _echo_json(result)
+
+
 commands: list[click.Command] = [check_cmd]
-bench_commands: list[click.Command] = []
+bench_commands: list[click.Command] = [bench_check]
