@@ -50,6 +50,8 @@ PERQ = 10**18
 #: epoch (~1 s at seed scale: one row per position) and decodes each distinct entry text once,
 #: so fewer, longer chunks (about eight per worker in a full run at seed scale).
 POSITIONS_CHUNK = 250
+#: Epochs per chunk of a sample run's raw positions check (epochs far apart: see there).
+SAMPLE_POSITIONS_CHUNK = 10
 #: Epochs whose position item texts are in memory at once within a chunk.
 ITEMS_BATCH = 25
 
@@ -776,7 +778,10 @@ def _nominator_positions_match_raw(conn: Connection, scope: Scope) -> Outcome:
     count = judged = 0
     examples: list[dict[str, Any]] = []
     bad: set[int] = set()
-    for part in scope.map(_positions_part, conn, POSITIONS_CHUNK):
+    # A sample's epochs are far apart: each costs a jump and a whole decode, nothing is shared
+    # along a chunk, so small chunks spread them over the workers.
+    chunk = SAMPLE_POSITIONS_CHUNK if scope.mode == "sample" else POSITIONS_CHUNK
+    for part in scope.map(_positions_part, conn, chunk):
         count += part[0]
         examples.extend(part[1][: MAX_EXAMPLES - len(examples)])
         bad.update(part[2])

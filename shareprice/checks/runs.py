@@ -189,7 +189,10 @@ def run_checks(
         progress = _Progress(on_progress, len(epochs) * len(raw_checks))
         mapper = serial_mapper(conn)
         used_workers = 1
-        if workers > 1 and len(epochs) >= parallel_from and raw_checks:
+        # What the chunked checks walk: the raw checks the run's epochs, the nominator walk
+        # (scoped) every epoch with positions in full and sample runs.
+        walked = len(epochs) if mode == "incremental" else len(normalized_epochs)
+        if workers > 1 and walked >= parallel_from and (raw_checks or scoped_checks):
             snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
             pool = stack.enter_context(
                 ProcessPoolExecutor(
