@@ -291,7 +291,17 @@ def test_generated_history_walk_and_incremental_jump(normalized_small_copy):
     assert results["nominator_positions_match_raw"].examples[0]["epoch"] == row.from_epoch
 
 
-def test_fast_raw_states_equal_the_parsers_on_the_real_sample(sample, shared_data):
+def _item_states(row, x, memo):
+    """(head, states, withdrawals) of one epoch decoded from its item texts alone, as
+    nominator_positions_match_raw's first epoch of a chunk is (no epoch before it)."""
+    from shareprice.checks import nominator_checks as nc
+
+    raw = nc._RawPositions()
+    head = raw.advance(row, x, memo, from_previous=False)[0]
+    return head, dict(raw.states), dict(raw.withdrawals)
+
+
+def test_item_states_equal_the_parsers_on_the_real_sample(sample, shared_data):
     """nominator_positions_match_raw decodes item texts (each distinct text once per chunk);
     on the real dump it yields exactly what parse_positions via _raw_states yields."""
     from shareprice.checks import nominator_checks as nc
@@ -302,7 +312,7 @@ def test_fast_raw_states_equal_the_parsers_on_the_real_sample(sample, shared_dat
         (row,) = nc.position_items(conn, [2647])
     memo = nc._Decoded()
     for _ in range(2):  # the second time every text comes from the memo
-        head, positions, withdrawals = nc._fast_raw_states(row, 2647, memo)
+        head, positions, withdrawals = _item_states(row, 2647, memo)
         assert positions == want_positions and withdrawals == want_withdrawals
         assert head == int(doc["headDomainNumber"])
     assert len(want_positions) > 100 and want_withdrawals
@@ -311,7 +321,7 @@ def test_fast_raw_states_equal_the_parsers_on_the_real_sample(sample, shared_dat
     import types
 
     shuffled = types.SimpleNamespace(**{**row._asdict(), "chain": list(reversed(row.chain))})
-    assert nc._fast_raw_states(shuffled, 2647, nc._Decoded())[1] == want_positions
+    assert _item_states(shuffled, 2647, nc._Decoded())[1] == want_positions
     converted = [p for p in want_positions.values() if p[3] is not None and p[3] < 2647]
     assert converted and all(p[6] is not None for p in converted)
 

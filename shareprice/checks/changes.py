@@ -85,13 +85,12 @@ class Changes:
                 }
             )
             return
-        if epochs:
-            rows = conn.execute(
-                text("SELECT epoch, rows_digest FROM epoch_rows_digests_of(CAST(:e AS integer[]))"),
-                {"e": list(epochs)},
-            )
-        else:
+        if not epochs:
             return
+        rows = conn.execute(
+            text("SELECT epoch, rows_digest FROM epoch_rows_digests_of(CAST(:e AS integer[]))"),
+            {"e": list(epochs)},
+        )
         self.digests.update({int(r.epoch): str(r.rows_digest) for r in rows})
 
     def unchanged(self, epoch: int) -> bool:
@@ -123,9 +122,7 @@ class Changes:
             s = self.states.get(epoch)
             if s is None:
                 continue
-            if (records and epoch in covered) or not s.verified_here:
-                out.append(epoch)
-            elif s.verified_digest == digest:
+            if (records and epoch in covered) or not s.verified_here or s.verified_digest == digest:
                 out.append(epoch)
         return sorted(out)
 

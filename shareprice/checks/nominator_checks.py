@@ -901,7 +901,7 @@ class _Decoded:
     distinct text is decoded once per chunk; the comparison itself stays per epoch."""
 
     def __init__(self) -> None:
-        #: text -> (Deposit, key, its state rows by variant: see _fast_raw_states)
+        #: text -> (Deposit, key, its state rows by variant: see _RawPositions._restate)
         self.deposits: dict[str, tuple[Any, Key, dict[int | None, list[Any]]]] = {}
         self.withdrawals: dict[str, Any] = {}
         self.holds: dict[str, Any] = {}
@@ -918,14 +918,6 @@ def _checked(values: list[str | None] | None, count: Any) -> list[str]:
     return values  # type: ignore[return-value]
 
 
-def _fast_raw_states(row: Any, x: int, memo: _Decoded):
-    """(head, states, withdrawals) of one epoch from its item texts alone, as _raw_states
-    gives them; _Unusual whenever anything is not ordinary (the whole document then decides)."""
-    raw = _RawPositions()
-    head = raw.advance(row, x, memo, from_previous=False)[0]
-    return head, dict(raw.states), dict(raw.withdrawals)
-
-
 class _RawPositions:
     """What one epoch's item texts say, kept up to date text by text along a chunk's epochs.
 
@@ -938,9 +930,9 @@ class _RawPositions:
     the others are equal to what they were. `advance` returns those keys, so the comparison
     with the stored positions can look at them alone (see _positions_part).
 
-    Anything a text-level view cannot decide the way _fast_raw_states did before it (a key or
-    an identical text twice in one item, one (operator, domain epoch) priced in two domains)
-    raises _Unusual, as an undecodable text does: the whole document then decides.
+    Anything a text-level view cannot decide as parse_positions would (a key or an identical
+    text twice in one item, one (operator, domain epoch) priced in two domains) raises
+    _Unusual, as an undecodable text does: the whole document then decides.
     """
 
     def __init__(self) -> None:

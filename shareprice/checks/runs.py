@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 import shareprice.checks.definitions  # noqa: F401 - importing it registers the checks
-import shareprice.checks.digest_checks  # noqa: F401 - and the maintained digests' own check
+import shareprice.checks.digest_checks  # noqa: F401 - and the change marks' own check
 import shareprice.checks.nominator_checks  # noqa: F401 - and the nominator positions' checks
 from shareprice.checks import changes
 from shareprice.checks.registry import (
